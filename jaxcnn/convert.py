@@ -1,0 +1,175 @@
+"""Weights between torchvision / timm state dicts and jaxcnn variables, in both directions.
+
+A jaxcnn leaf is addressed by its path, e.g. `("params", "stage1_block1", "conv1", "conv", "kernel")`;
+each family has a rule giving the PyTorch module name of the leaf's parent (`layer1.0.conv1`) and the
+leaf name maps to the PyTorch tensor name (`kernel` -> `weight`, `mean` -> `running_mean`, ...).
+Layouts differ: a conv kernel is (kh, kw, in/groups, out) here and (out, in/groups, kh, kw) there;
+a dense kernel is (in, out) here and (out, in) there.
+
+Files: `.safetensors` are read with safetensors' numpy API (no PyTorch); `.pth` / `.pt` / `.bin` only
+through `torch.load(weights_only=True)`, which refuses pickled code.
+"""
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from jaxcnn.models import get_model_info
+
+# PyTorch bookkeeping tensors with no jaxcnn counterpart.
+_IGNORED = re.compile(r"(^|\.)num_batches_tracked$")
+
+
+class WeightMismatchError(ValueError):
+    """A state dict that does not fit the architecture; the message names the first bad tensor."""
+
+
+def _resnet_module(path: tuple[str, ...]) -> str:
+    """torchvision / timm ResNet module name of a jaxcnn module path."""
+    first = path[0]
+    if first == "stem":  # stem/{conv,bn}
+        return {"conv": "conv1", "bn": "bn1"}[path[1]]
+    if first == "head":
+        return "fc"
+    m = re.fullmatch(r"stage(\d+)_block(\d+)", first)
+    if not m:
+        raise KeyError(path)
+    prefix = f"layer{m[1]}.{int(m[2]) - 1}"
+    unit, part = path[1], path[2]  # e.g. conv2/bn, downsample/conv
+    if unit == "downsample":
+        return f"{prefix}.downsample.{0 if part == 'conv' else 1}"
+    i = unit[len("conv") :]
+    return f"{prefix}.{'conv' if part == 'conv' else 'bn'}{i}"
+
+
+# family -> rule. Families without one have no PyTorch counterpart to convert from.
+_RULES: dict[str, Callable[[tuple[str, ...]], str]] = {"resnet": _resnet_module}
+
+_LEAF = {
+    "kernel": "weight",
+    "scale": "weight",
+    "bias": "bias",
+    "mean": "running_mean",
+    "var": "running_var",
+}
+
+
+def _to_jax_layout(name: str, array: np.ndarray) -> np.ndarray:
+    if name == "kernel" and array.ndim == 4:
+        return np.transpose(array, (2, 3, 1, 0))
+    if name == "kernel" and array.ndim == 2:
+        return array.T
+    return array
+
+
+def _to_torch_layout(name: str, array: np.ndarray) -> np.ndarray:
+    if name == "kernel" and array.ndim == 4:
+        return np.transpose(array, (3, 2, 0, 1))
+    if name == "kernel" and array.ndim == 2:
+        return array.T
+    return array
+
+
+def torch_name(family: str, path: tuple[str, ...]) -> str:
+    """PyTorch state-dict key of the jaxcnn leaf at `path` (collection first)."""
+    if family not in _RULES:
+        raise NotImplementedError(f"no torchvision/timm weight mapping for the {family} family")
+    *module, leaf = path[1:]
+    return f"{_RULES[family](tuple(module))}.{_LEAF[leaf]}"
+
+
+def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
+    """Reads a PyTorch state dict as numpy arrays.
+
+    Args:
+        path: `.safetensors` (read without PyTorch) or `.pth` / `.pt` / `.bin` (needs PyTorch; loaded
+            with `weights_only=True`). A checkpoint dict holding the weights under `state_dict` or
+            `model` is unwrapped.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file  # noqa: PLC0415
+
+        return dict(load_file(str(path)))
+    if path.suffix in (".pth", ".pt", ".bin"):
+        try:
+            import torch  # noqa: PLC0415
+        except ImportError as e:
+            raise ImportError(
+                f"reading {path.name} needs PyTorch (pip install 'jaxcnn[torch]'); "
+                "a .safetensors file needs no PyTorch"
+            ) from e
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):
+            if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+        return {
+            k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+            for k, v in obj.items()
+        }
+    raise ValueError(f"unsupported weights format {path.suffix!r}: use .safetensors or .pth")
+
+
+def from_torch(arch: str, state_dict: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+    """Converts a torchvision / timm state dict into jaxcnn variables.
+
+    Args:
+        arch: jaxcnn architecture name (selects the naming rule).
+        state_dict: name -> array (numpy or torch tensors).
+        template: the model's variables or their shapes, e.g.
+            `jax.eval_shape(model.init, key, x, train=False)`; fixes the expected shapes.
+
+    Returns:
+        Variables (`params`, `batch_stats`) as numpy arrays in the template's dtypes.
+
+    Raises:
+        WeightMismatchError: a missing, mis-shaped or unexpected tensor (the first one is named).
+    """
+    family = get_model_info(arch).family
+    sd = {
+        k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+        for k, v in state_dict.items()
+        if not _IGNORED.search(k)
+    }
+    flat = traverse_util.flatten_dict(jax.tree.map(lambda x: x, template))
+    out, used = {}, set()
+    for path, leaf in flat.items():
+        key = torch_name(family, path)
+        if key not in sd:
+            raise WeightMismatchError(
+                f"{arch}: the state dict has no tensor {key!r} (needed for {'/'.join(path)}, "
+                f"shape {tuple(leaf.shape)})"
+            )
+        value = _to_jax_layout(path[-1], sd[key])
+        if tuple(value.shape) != tuple(leaf.shape):
+            raise WeightMismatchError(
+                f"{arch}: tensor {key!r} has shape {tuple(sd[key].shape)}, which does not fit "
+                f"{'/'.join(path)} of shape {tuple(leaf.shape)} (in PyTorch layout "
+                f"{tuple(_to_torch_layout(path[-1], np.empty(leaf.shape)).shape)})"
+            )
+        out[path] = value.astype(leaf.dtype)
+        used.add(key)
+    extra = sorted(set(sd) - used)
+    if extra:
+        raise WeightMismatchError(
+            f"{arch}: the state dict has {len(extra)} tensor(s) that {arch} does not have, "
+            f"first {extra[0]!r} (shape {tuple(sd[extra[0]].shape)})"
+        )
+    return traverse_util.unflatten_dict(out)
+
+
+def to_torch(arch: str, variables: dict[str, Any]) -> dict[str, np.ndarray]:
+    """jaxcnn variables -> a torchvision / timm style state dict of numpy arrays."""
+    family = get_model_info(arch).family
+    flat = traverse_util.flatten_dict(jax.device_get(variables))
+    return {
+        torch_name(family, p): np.ascontiguousarray(_to_torch_layout(p[-1], np.asarray(v)))
+        for p, v in flat.items()
+    }

@@ -1,0 +1,25 @@
+"""Input pipelines: TFDS / tf.data sources and batches (TensorFlow on the CPU only)."""
+
+from jaxcnn.data.pipeline import eval_batches, steps_per_epoch, train_batches
+from jaxcnn.data.sources import (
+    OFFLINE,
+    DatasetInfo,
+    DatasetUnavailableError,
+    dataset_info,
+    ensure_prepared,
+    load_split,
+    prepare_fashion_mnist_offline,
+)
+
+__all__ = [
+    "OFFLINE",
+    "DatasetInfo",
+    "DatasetUnavailableError",
+    "dataset_info",
+    "ensure_prepared",
+    "eval_batches",
+    "load_split",
+    "prepare_fashion_mnist_offline",
+    "steps_per_epoch",
+    "train_batches",
+]

@@ -1,0 +1,198 @@
+"""tf.data pipelines: seeded shuffling, augmentation, eval padding; numpy batches out.
+
+Training is a deterministic function of (seed, epoch, position): each epoch shuffles with its own seed
+and every example's augmentation draws from a stateless seed made of (seed, epoch, index in epoch).
+A resumed run therefore sees exactly the batches the interrupted run would have seen next.
+"""
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from jaxcnn.data.sources import DatasetInfo, load_split
+from jaxcnn.data.tf import tf
+
+# Images at most this side are "small" (MNIST, CIFAR): pad-and-crop augmentation. Larger or
+# variable-size ones get ImageNet's random-resized-crop.
+SMALL_IMAGE_MAX = 64
+# Keep tf.data from taking the CPU from JAX's own threads (measured: a busy pipeline cuts matmul
+# throughput by ~20% on 2 cores).
+_TF_THREADS = 2
+
+
+def _options() -> "tf.data.Options":
+    opts = tf.data.Options()
+    opts.deterministic = True
+    opts.threading.private_threadpool_size = _TF_THREADS
+    opts.threading.max_intra_op_parallelism = 1
+    return opts
+
+
+def _normalize(image: "tf.Tensor", info: DatasetInfo) -> "tf.Tensor":
+    image = tf.cast(image, tf.float32) / 255.0
+    return (image - tf.constant(info.mean)) / tf.constant(info.std)
+
+
+def _is_small(info: DatasetInfo) -> bool:
+    return info.fixed_size is not None and info.fixed_size <= SMALL_IMAGE_MAX
+
+
+def _train_preprocess(image, seed, info: DatasetInfo, image_size: int):
+    """Random augmentation of one uint8 image; `seed` is a stateless (2,) int seed."""
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    channels = info.image_shape[-1]
+    if _is_small(info):
+        if info.fixed_size != image_size:
+            image = tf.image.resize(image, (image_size, image_size), antialias=True)
+        pad = max(1, image_size // 8)  # 4 pixels at 32x32, as in the ResNet paper's CIFAR recipe
+        image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+        image = tf.image.stateless_random_crop(image, (image_size, image_size, channels), seeds[0])
+    else:
+        # Inception-style random-resized crop: 8%-100% of the area, aspect ratio 3/4-4/3.
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image),
+            tf.zeros((0, 0, 4)),
+            seed=seeds[0],
+            min_object_covered=0.0,
+            aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(0.08, 1.0),
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
+        image = tf.slice(image, begin, size)
+        image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    return _normalize(image, info)
+
+
+def _eval_preprocess(image, info: DatasetInfo, image_size: int):
+    if _is_small(info):
+        if info.fixed_size != image_size:
+            image = tf.image.resize(image, (image_size, image_size), antialias=True)
+        return _normalize(image, info)
+    # Resize the shorter side to image_size / 0.875, then take the central image_size crop.
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = (image_size / 0.875) / tf.reduce_min(shape)
+    new = tf.cast(tf.round(shape * scale), tf.int32)
+    image = tf.image.resize(image, new, antialias=True)
+    top = (new[0] - image_size) // 2
+    left = (new[1] - image_size) // 2
+    image = image[top : top + image_size, left : left + image_size]
+    return _normalize(image, info)
+
+
+def steps_per_epoch(info: DatasetInfo, global_batch: int) -> int:
+    """Full global batches in one pass over the training split (the last partial one is dropped)."""
+    steps = info.num_train // global_batch
+    if steps == 0:
+        raise ValueError(
+            f"batch size {global_batch} is larger than the {info.name} train split "
+            f"({info.num_train} examples)"
+        )
+    return steps
+
+
+def train_batches(
+    info: DatasetInfo,
+    *,
+    global_batch: int,
+    image_size: int,
+    seed: int,
+    start_step: int = 0,
+    data_dir: str | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    augment: bool = True,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Endless training batches of this process's share, starting at global step `start_step`.
+
+    Yields:
+        `{"image": float32 (B, S, S, C), "label": int32 (B,)}` with B = global_batch / process_count.
+    """
+    local_batch = global_batch // process_count
+    per_epoch = steps_per_epoch(info, global_batch)
+    base = load_split(
+        info.name,
+        info.train_split,
+        data_dir=data_dir,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    n_local = int(base.cardinality())
+    epoch, skip = divmod(start_step, per_epoch)
+    while True:
+        # Each epoch: its own shuffle seed and augmentation seeds, so (epoch, step) fixes the batch.
+        ds = base.shuffle(
+            min(n_local, 100_000), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False
+        )
+        ds = ds.enumerate().skip(skip * local_batch).take((per_epoch - skip) * local_batch)
+
+        def prep(index, ex, epoch=epoch):
+            s = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + epoch, index])
+            image = (
+                _train_preprocess(ex["image"], s, info, image_size)
+                if augment
+                else _eval_preprocess(ex["image"], info, image_size)
+            )
+            return {"image": image, "label": tf.cast(ex["label"], tf.int32)}
+
+        ds = ds.map(prep, num_parallel_calls=_TF_THREADS).batch(local_batch, drop_remainder=True)
+        ds = ds.prefetch(2).with_options(_options())
+        yield from ds.as_numpy_iterator()
+        epoch, skip = epoch + 1, 0
+
+
+def eval_batches(
+    info: DatasetInfo,
+    *,
+    global_batch: int,
+    image_size: int,
+    data_dir: str | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    split: str | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Every example of the eval split exactly once, in fixed-size batches padded with mask 0.
+
+    Every process yields the same number of batches (all-padding ones where its share runs out), so
+    the global batches line up across hosts.
+
+    Yields:
+        `{"image": float32 (B, S, S, C), "label": int32 (B,), "mask": float32 (B,)}`,
+        B = global_batch / process_count; mask 1 for real examples, 0 for padding.
+    """
+    split = split or info.eval_split
+    local_batch = global_batch // process_count
+    total = info.num_eval if split == info.eval_split else info.num_train
+    num_batches = math.ceil(math.ceil(total / process_count) / local_batch)
+    ds = load_split(
+        info.name,
+        split,
+        data_dir=data_dir,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    ds = ds.map(
+        lambda ex: {
+            "image": _eval_preprocess(ex["image"], info, image_size),
+            "label": tf.cast(ex["label"], tf.int32),
+        },
+        num_parallel_calls=_TF_THREADS,
+    )
+    ds = ds.batch(local_batch).prefetch(2).with_options(_options())
+    channels = info.image_shape[-1]
+    it = ds.as_numpy_iterator()
+    for _ in range(num_batches):
+        batch = next(it, None)
+        n = 0 if batch is None else len(batch["label"])
+        out = {
+            "image": np.zeros((local_batch, image_size, image_size, channels), np.float32),
+            "label": np.zeros((local_batch,), np.int32),
+            "mask": np.zeros((local_batch,), np.float32),
+        }
+        if n:
+            out["image"][:n] = batch["image"]
+            out["label"][:n] = batch["label"]
+            out["mask"][:n] = 1.0
+        yield out

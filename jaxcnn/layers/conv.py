@@ -1,0 +1,86 @@
+"""Convolution followed by BatchNorm and an optional activation."""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# He et al. 2015 ("Delving deep into rectifiers") normal init with fan_out, as torchvision's ResNet
+# initialises its convolutions (`kaiming_normal_(mode="fan_out", nonlinearity="relu")`).
+conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def torch_linear_init(fan_in: int) -> tuple[Callable, Callable]:
+    """PyTorch's default `nn.Linear` init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+
+    Args:
+        fan_in: the number of input features.
+
+    Returns:
+        (kernel_init, bias_init) for `nn.Dense`.
+    """
+    bound = 1.0 / float(fan_in) ** 0.5
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init, init
+
+
+class ConvBN(nn.Module):
+    """`conv` -> `bn` -> `act`, with symmetric PyTorch-style padding.
+
+    Explicit `(k // 2, k // 2)` padding rather than `"SAME"`: with stride 2 and an even input, XLA's
+    SAME pads only on the bottom/right, which shifts every window by one pixel against torchvision
+    and breaks weight compatibility.
+
+    Attributes:
+        features: output channels.
+        kernel_size: square kernel side.
+        strides: square stride.
+        groups: `feature_group_count` of the convolution (ResNeXt cardinality).
+        act: activation applied after BatchNorm, or None.
+        bn_epsilon: BatchNorm epsilon (PyTorch: 1e-5).
+        scale_init: init of the BatchNorm scale (zeros for a zero-initialised residual branch).
+        dtype: computation dtype.
+        param_dtype: parameter dtype.
+    """
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    groups: int = 1
+    act: Callable[[jax.Array], jax.Array] | None = nn.relu
+    bn_epsilon: float = 1e-5
+    scale_init: Callable = nn.initializers.ones
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """Args: x: (N, H, W, C_in). Returns: (N, H', W', features)."""
+        pad = self.kernel_size // 2
+        x = nn.Conv(
+            self.features,
+            (self.kernel_size, self.kernel_size),
+            strides=(self.strides, self.strides),
+            padding=((pad, pad), (pad, pad)),
+            feature_group_count=self.groups,
+            use_bias=False,
+            kernel_init=conv_kernel_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,  # PyTorch's momentum=0.1 on the new statistic
+            epsilon=self.bn_epsilon,
+            scale_init=self.scale_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="bn",
+        )(x)
+        return x if self.act is None else self.act(x)

@@ -1,0 +1,27 @@
+"""Process-level set-up for the command-line programs (never imported by library code).
+
+XLA's CPU flags change training speed on CPU by 2-3x (see shared/STACK.md and benchmarks/RESULTS.md):
+this jaxlib routes convolutions to YNNPACK by default, which is slower here than XLA's own kernels.
+"""
+
+import os
+
+# Measured on jaxlib 0.10.2: forward conv 2.5x and 1x1 weight-gradient 6x faster without YNNPACK.
+# Unknown XLA flags abort the process, so the flag is only added on the jaxlib line it was checked on.
+_CPU_FLAGS = {"0.10.": "--xla_cpu_experimental_ynn_fusion_type="}
+
+
+def configure_xla_cpu() -> None:
+    """Adds the measured-best XLA CPU flags to XLA_FLAGS, unless the user already set that flag.
+
+    Must run before JAX initialises its backends (before the first computation); harmless on GPU/TPU
+    hosts, where the CPU flags only affect the host platform.
+    """
+    try:
+        from jaxlib import version  # noqa: PLC0415
+    except ImportError:
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    for prefix, flag in _CPU_FLAGS.items():
+        if version.__version__.startswith(prefix) and flag.split("=")[0] not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()

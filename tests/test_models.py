@@ -1,0 +1,157 @@
+"""Registry and ResNet-family modules: exact parameter counts, shapes, taps, gradients, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcnn
+
+# Reference parameter counts, copied from ../shared/reference/reference_numbers.md (measured on
+# torchvision / timm models and paper-faithful builds; 1000 classes for ImageNet, 10 for CIFAR).
+REFERENCE_PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "resnet200": 64_673_832,
+    "wide_resnet50_2": 68_883_240,
+    "wide_resnet101_2": 126_886_696,
+    "resnext50_32x4d": 25_028_904,
+    "resnext101_32x8d": 88_791_336,
+    "resnext101_64x4d": 83_455_272,
+    "resnet20": 269_722,
+    "resnet32": 464_154,
+    "resnet44": 658_586,
+    "resnet56": 853_018,
+    "resnet110": 1_727_962,
+    "resnet1202": 19_421_274,
+    "plain20": 269_722,
+    "plain32": 464_154,
+    "plain44": 658_586,
+    "plain56": 853_018,
+    "plain110": 1_727_962,
+}
+
+
+def _resnet8_by_hand() -> int:
+    """ResNet-8 (6n+2, n=1) counted by hand: 3x3 convs without bias, BN (2 per channel), FC."""
+    conv = lambda cin, cout: 9 * cin * cout + 2 * cout  # noqa: E731 (conv + its BN)
+    stem = conv(3, 16)
+    stage1 = conv(16, 16) + conv(16, 16)
+    stage2 = conv(16, 32) + conv(32, 32)  # option-A shortcut: no parameters
+    stage3 = conv(32, 64) + conv(64, 64)
+    return stem + stage1 + stage2 + stage3 + (64 * 10 + 10)
+
+
+REFERENCE_PARAMS["resnet8"] = _resnet8_by_hand()
+
+
+def count_params(name: str, channels: int = 3, **kw) -> int:
+    model = jaxcnn.create_model(name, **kw)
+    size = jaxcnn.get_model_info(name).min_image_size
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, channels)), train=False)
+    )
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+
+
+def test_every_resnet_is_checked():
+    assert set(jaxcnn.list_models()) == set(REFERENCE_PARAMS)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+def test_parameter_count_matches_reference(name):
+    assert count_params(name) == REFERENCE_PARAMS[name]
+
+
+def test_resnet8_hand_count_is_the_formula():
+    assert REFERENCE_PARAMS["resnet8"] == 75_290
+
+
+def test_v1_stride_placement_changes_no_parameter():
+    assert count_params("resnet50", stride_in_1x1=True) == REFERENCE_PARAMS["resnet50"]
+
+
+def test_aliases_and_names():
+    assert jaxcnn.get_model_info("resnext50").name == "resnext50_32x4d"
+    assert jaxcnn.get_model_info("ResNet-50").name == "resnet50"
+    assert "resnet50" in jaxcnn.list_models()
+    assert jaxcnn.list_models("resnet_cifar") == sorted(
+        [f"resnet{d}" for d in (8, 20, 32, 44, 56, 110, 1202)]
+        + [f"plain{d}" for d in (20, 32, 44, 56, 110)]
+    )
+
+
+def test_unknown_name_lists_closest():
+    with pytest.raises(jaxcnn.UnknownModelError, match="resnet50") as e:
+        jaxcnn.create_model("resnet51")
+    assert "Closest" in str(e.value)
+
+
+def test_unknown_variant_option():
+    with pytest.raises(ValueError, match="stride_in_1x1"):
+        jaxcnn.create_model("resnet50", stride_in_3x3=True)
+
+
+def test_wrong_rank_says_expected_shape():
+    model = jaxcnn.create_model("resnet20")
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\).*x\[None\]"):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((32, 32, 3)), train=False))
+
+
+def test_num_classes_and_any_channel_count():
+    assert count_params("resnet20", channels=1, num_classes=7) == (
+        REFERENCE_PARAMS["resnet20"] - 9 * 16 * 2 - 65 * 3
+    )
+
+
+@pytest.mark.parametrize(
+    "name, size", [("resnet18", 64), ("resnext50_32x4d", 32), ("resnet20", 16)]
+)
+def test_features_taps_shapes(name, size):
+    model = jaxcnn.create_model(name)
+    x = jnp.zeros((2, size, size, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    taps = jax.eval_shape(
+        lambda v: model.apply(v, x, train=False, method=model.features), variables
+    )
+    info = jaxcnn.get_model_info(name)
+    v = info.variant
+    stride = 4 if v.stem == "imagenet" else 1
+    assert taps["stem"].shape == (2, size // stride, size // stride, 64 if stride == 4 else 16)
+    for i, w in enumerate(v.widths, start=1):
+        s = stride * 2 ** (i - 1)
+        assert taps[f"stage{i}"].shape == (2, size // s, size // s, w * v.expansion)
+    assert taps["pre_logits"].shape == (2, v.widths[-1] * v.expansion)
+    assert taps["logits"].shape == (2, info.num_classes)
+
+
+def test_forward_gradients_and_modes():
+    """Small real forward/backward: finite, every parameter gets a gradient, eval is deterministic
+    and uses the running statistics, train mode updates them."""
+    model = jaxcnn.create_model("resnet8")
+    x = jax.random.normal(jax.random.key(1), (4, 16, 16, 2))
+    variables = model.init(jax.random.key(0), x, train=False)
+    logits = model.apply(variables, x, train=False)
+    assert logits.shape == (4, 10) and bool(jnp.isfinite(logits).all())
+    np.testing.assert_array_equal(logits, model.apply(variables, x, train=False))
+
+    def loss(params):
+        out, upd = model.apply(
+            {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.mean(out**2), upd
+
+    grads, updates = jax.grad(loss, has_aux=True)(variables["params"])
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        assert float(jnp.abs(g).max()) > 0, f"no gradient reaches {jax.tree_util.keystr(path)}"
+    old = variables["batch_stats"]["stem"]["bn"]["mean"]
+    new = updates["batch_stats"]["stem"]["bn"]["mean"]
+    assert not np.allclose(old, new)  # train mode moved the running mean
+    # Eval mode must read the running statistics: changing them changes the output.
+    shifted = jax.tree.map(lambda a: a + 1.0, variables["batch_stats"])
+    assert not np.allclose(
+        logits, model.apply({**variables, "batch_stats": shifted}, x, train=False)
+    )
