@@ -49,13 +49,17 @@ class Checkpointer:
         return self.latest.latest_step()
 
     def restore(
-        self, target: dict[str, Any], step: int | None = None, *, which: str = "latest"
+        self,
+        target: dict[str, Any] | None = None,
+        step: int | None = None,
+        *,
+        which: str = "latest",
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Restores a checkpoint onto the structure, dtypes and shardings of `target`.
 
         Args:
             target: a pytree like the saved state (concrete arrays or ShapeDtypeStructs with
-                shardings), e.g. a freshly initialised state.
+                shardings), e.g. a freshly initialised state; None restores the saved tree as is.
             step: which step (default: the newest).
             which: "latest" or "best".
 

@@ -140,7 +140,9 @@ def from_torch(arch: str, state_dict: dict[str, Any], template: dict[str, Any]) 
     }
     flat = traverse_util.flatten_dict(jax.tree.map(lambda x: x, template))
     out, used = {}, set()
-    for path, leaf in flat.items():
+    # Parameters before statistics, so that a missing block is reported by a weight tensor
+    # where possible.
+    for path, leaf in sorted(flat.items(), key=lambda kv: kv[0][0] != "params"):
         key = torch_name(family, path)
         if key not in sd:
             raise WeightMismatchError(

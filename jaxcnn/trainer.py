@@ -242,7 +242,13 @@ def train_and_evaluate(
             bar.update(1)
             interrupted = bool(should_stop and should_stop(step))
             epoch_end = step % per_epoch == 0 or step == total
-            if step % cfg.log_every_steps == 0 or epoch_end or interrupted:
+            do_eval = epoch_end and (
+                (step // per_epoch) % cfg.eval_every_epochs == 0 or step == total
+            )
+            do_save = do_eval or step % cfg.checkpoint_every_steps == 0 or interrupted
+            # Metrics are fetched (a host sync) only here, and always before a save: a non-finite
+            # step is caught before anything after it can reach a checkpoint.
+            if step % cfg.log_every_steps == 0 or epoch_end or do_save:
                 host = jax.device_get(pending)
                 pending = []
                 if not all(m["finite"] for m in host):
@@ -260,8 +266,7 @@ def train_and_evaluate(
                 log.write(step, "train", loss=loss, accuracy=acc, lr=lr, images_per_sec=n_log / dt)
                 bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", img_s=f"{n_log / dt:.0f}")
                 t_log, n_log = time.perf_counter(), 0
-            epoch = step // per_epoch
-            if epoch_end and (epoch % cfg.eval_every_epochs == 0 or step == total):
+            if do_eval:
                 last_eval = evaluate(state)
                 log.write(step, "eval", epoch=step / per_epoch, **last_eval)
                 bar.write(
@@ -277,7 +282,7 @@ def train_and_evaluate(
                 best_acc = max(best_acc, last_eval["accuracy"])
                 save(step, best=improved)
                 t_log, n_log = time.perf_counter(), 0  # don't count eval time as training
-            elif step % cfg.checkpoint_every_steps == 0 or interrupted:
+            elif do_save:
                 save(step)
             if interrupted:
                 break
