@@ -33,7 +33,8 @@ def test_eval_covers_every_example_once(digits, batch, processes):
             assert b["image"].shape == (batch // processes, 8, 8, 1)
             keep = b["mask"] == 1
             seen += [
-                (img.tobytes(), int(lab)) for img, lab in zip(b["image"][keep], b["label"][keep])
+                (img.tobytes(), int(lab))
+                for img, lab in zip(b["image"][keep], b["label"][keep], strict=True)
             ]
             assert not b["image"][~keep].any()  # padding is zeros
     assert len(set(lengths)) == 1
@@ -42,7 +43,7 @@ def test_eval_covers_every_example_once(digits, batch, processes):
     direct = [
         (img.tobytes(), int(lab))
         for b in data.eval_batches(digits, global_batch=360, image_size=8)
-        for img, lab in zip(b["image"], b["label"])
+        for img, lab in zip(b["image"], b["label"], strict=True)
     ]
     assert sorted(seen) == sorted(direct)
 
