@@ -117,7 +117,8 @@ class PlateauState:
 
     def update(self, metric: float) -> bool:
         """Records one evaluation; returns True when the scale was just reduced."""
-        if metric > self.best + abs(self.best) * self.threshold:
+        first = self.best == float("-inf")
+        if first or metric > self.best + abs(self.best) * self.threshold:
             self.best, self.num_bad = metric, 0
             return False
         self.num_bad += 1

@@ -7,6 +7,7 @@ order, already restricted to this process's share of the split.
 import dataclasses
 import gzip
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -192,13 +193,18 @@ def ensure_prepared(name: str, data_dir: str | None) -> None:
     builder = _builder(name, data_dir)
     if builder.is_prepared():
         return
+    where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
     if name == "fashion_mnist" and DEBIAN_FASHION_MNIST_DIR.exists():
+        print(
+            f"Preparing fashion_mnist in {where} from {DEBIAN_FASHION_MNIST_DIR} (once, ~30 s).",
+            file=sys.stderr,
+        )
         prepare_fashion_mnist_offline(data_dir)
         return
+    print(f"Downloading and preparing {name} in {where} (once).", file=sys.stderr)
     try:
         builder.download_and_prepare()
     except Exception as e:  # noqa: BLE001 - any failure here means "not obtainable right now"
-        where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
         hint = (
             " Install Debian's package with `sudo apt-get install dataset-fashion-mnist`."
             if name == "fashion_mnist"
