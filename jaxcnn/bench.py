@@ -96,8 +96,6 @@ def bench_torchvision(arch: str, batch: int, size: int, steps: int) -> dict[str,
     import torchvision  # noqa: PLC0415
 
     name = jaxcnn_name(arch)
-    if not hasattr(torchvision.models, name):
-        raise ValueError(f"torchvision has no {name}")
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(os.cpu_count() or 1)
     model = getattr(torchvision.models, name)(weights=None).to(
@@ -151,6 +149,15 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if _COMPARE.value == "torchvision":
+        try:
+            import torchvision  # noqa: PLC0415
+        except ImportError:
+            print("error: --compare=torchvision needs pip install 'jaxcnn[torch]'", file=sys.stderr)
+            return 2
+        if not hasattr(torchvision.models, arch):
+            print(f"error: torchvision has no {arch} to compare with", file=sys.stderr)
+            return 2
     if _BATCH.value <= 0 or _SIZE.value <= 0 or _STEPS.value <= 0:
         print("error: --batch_size, --image_size and --steps must be positive", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ class WeightMismatchError(ValueError):
     """A state dict that does not fit the architecture; the message names the first bad tensor."""
 
 
-def _resnet_module(path: tuple[str, ...]) -> str:
+def _resnet_module(info: Any, path: tuple[str, ...]) -> str:
     """torchvision / timm ResNet module name of a jaxcnn module path."""
     first = path[0]
     if first == "stem":  # stem/{conv,bn}
@@ -47,8 +47,39 @@ def _resnet_module(path: tuple[str, ...]) -> str:
     return f"{prefix}.{'conv' if part == 'conv' else 'bn'}{i}"
 
 
-# family -> rule. Families without one have no PyTorch counterpart to convert from.
-_RULES: dict[str, Callable[[tuple[str, ...]], str]] = {"resnet": _resnet_module}
+def _alexnet_module(info: Any, path: tuple[str, ...]) -> str:
+    """torchvision AlexNet: `features` and `classifier` are nn.Sequential; these are their indices."""
+    if info.name != "alexnet":
+        raise NotImplementedError(
+            f"{info.name} has no torchvision/timm counterpart to convert from"
+        )
+    convs = {"conv1": 0, "conv2": 3, "conv3": 6, "conv4": 8, "conv5": 10}
+    fcs = {"fc6": 1, "fc7": 4, "head": 6}
+    return f"features.{convs[path[0]]}" if path[0] in convs else f"classifier.{fcs[path[0]]}"
+
+
+def _vgg_module(info: Any, path: tuple[str, ...]) -> str:
+    """torchvision VGG: index of each layer in `features` (conv, [bn], relu per conv; a pool per
+    stage) and in `classifier` (fc6, relu, dropout, fc7, relu, dropout, head)."""
+    if path[0] in ("fc6", "fc7", "head"):
+        return f"classifier.{ {'fc6': 0, 'fc7': 3, 'head': 6}[path[0]] }"
+    v, index = info.variant, 0
+    for s, widths in enumerate(v.stages, start=1):
+        for c in range(1, len(widths) + 1):
+            if path[0] == f"stage{s}_conv{c}":
+                return f"features.{index + (path[1] == 'bn')}"
+            index += 3 if v.batch_norm else 2
+        index += 1  # max pool
+    raise KeyError(path)
+
+
+# family -> rule giving the PyTorch module name of a jaxcnn module path. Families without a rule
+# (LeNet-5, the CIFAR ResNets) have no torchvision/timm counterpart to convert from.
+_RULES: dict[str, Callable[[Any, tuple[str, ...]], str]] = {
+    "resnet": _resnet_module,
+    "alexnet": _alexnet_module,
+    "vgg": _vgg_module,
+}
 
 _LEAF = {
     "kernel": "weight",
@@ -75,12 +106,15 @@ def _to_torch_layout(name: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def torch_name(family: str, path: tuple[str, ...]) -> str:
-    """PyTorch state-dict key of the jaxcnn leaf at `path` (collection first)."""
-    if family not in _RULES:
-        raise NotImplementedError(f"no torchvision/timm weight mapping for the {family} family")
+def torch_name(arch: str, path: tuple[str, ...]) -> str:
+    """PyTorch state-dict key of the jaxcnn leaf at `path` (collection first) of `arch`."""
+    info = get_model_info(arch)
+    if info.family not in _RULES:
+        raise NotImplementedError(
+            f"{info.name} has no torchvision/timm counterpart to convert from"
+        )
     *module, leaf = path[1:]
-    return f"{_RULES[family](tuple(module))}.{_LEAF[leaf]}"
+    return f"{_RULES[info.family](info, tuple(module))}.{_LEAF[leaf]}"
 
 
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
@@ -132,7 +166,6 @@ def from_torch(arch: str, state_dict: dict[str, Any], template: dict[str, Any]) 
     Raises:
         WeightMismatchError: a missing, mis-shaped or unexpected tensor (the first one is named).
     """
-    family = get_model_info(arch).family
     sd = {
         k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
         for k, v in state_dict.items()
@@ -143,7 +176,7 @@ def from_torch(arch: str, state_dict: dict[str, Any], template: dict[str, Any]) 
     # Parameters before statistics, so that a missing block is reported by a weight tensor
     # where possible.
     for path, leaf in sorted(flat.items(), key=lambda kv: kv[0][0] != "params"):
-        key = torch_name(family, path)
+        key = torch_name(arch, path)
         if key not in sd:
             raise WeightMismatchError(
                 f"{arch}: the state dict has no tensor {key!r} (needed for {'/'.join(path)}, "
@@ -169,9 +202,8 @@ def from_torch(arch: str, state_dict: dict[str, Any], template: dict[str, Any]) 
 
 def to_torch(arch: str, variables: dict[str, Any]) -> dict[str, np.ndarray]:
     """jaxcnn variables -> a torchvision / timm style state dict of numpy arrays."""
-    family = get_model_info(arch).family
     flat = traverse_util.flatten_dict(jax.device_get(variables))
     return {
-        torch_name(family, p): np.ascontiguousarray(_to_torch_layout(p[-1], np.asarray(v)))
+        torch_name(arch, p): np.ascontiguousarray(_to_torch_layout(p[-1], np.asarray(v)))
         for p, v in flat.items()
     }

@@ -49,6 +49,43 @@ def test_eval_parity_with_torchvision(name):
     assert _rel_err(got, expected) < 1e-5
 
 
+@pytest.mark.parametrize("name, size", [("alexnet", 63), ("vgg11_bn", 32), ("vgg13", 40)])
+def test_eval_parity_alexnet_vgg(name, size):
+    """At small sizes torchvision's adaptive average pool repeats pixels (1x1 -> 7x7 for VGG at
+    32 px, 1x1 -> 6x6 for AlexNet at 63 px, 1x1 for VGG-13 at 40): ours must do the same, and the
+    first fully connected layer must see PyTorch's (C, H, W) flattening order."""
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, name)(weights=None).eval()
+    _randomize(tv)
+    x = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
+    with torch.no_grad():
+        expected = tv(torch.from_numpy(x)).numpy()
+    model, variables = _convert(name, tv, size)
+    got = np.asarray(model.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)), train=False))
+    assert _rel_err(got, expected) < 1e-5
+
+
+def test_adaptive_pool_and_lrn_match_pytorch():
+    from jaxcnn.layers.lrn import LocalResponseNorm
+    from jaxcnn.layers.pooling import adaptive_avg_pool
+
+    x = np.random.default_rng(0).standard_normal((2, 10, 13, 8)).astype(np.float32)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2))
+    for out in (7, 6, 5, 3):
+        want = torch.nn.AdaptiveAvgPool2d(out)(xt).numpy().transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(
+            adaptive_avg_pool(jnp.asarray(x), out), want, rtol=1e-6, atol=1e-6
+        )
+    want = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(xt * 30).numpy()
+    got = LocalResponseNorm().apply({}, jnp.asarray(x * 30))
+    np.testing.assert_allclose(got, want.transpose(0, 2, 3, 1), rtol=1e-5)
+
+
+def test_no_counterpart_is_refused():
+    with pytest.raises(NotImplementedError, match="alexnet_2012 has no torchvision"):
+        convert.torch_name("alexnet_2012", ("params", "conv1", "kernel"))
+
+
 def test_train_mode_parity_with_torchvision():
     """Train mode normalises with the batch statistics and updates the running ones like PyTorch."""
     torch.manual_seed(1)

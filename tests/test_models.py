@@ -32,6 +32,19 @@ REFERENCE_PARAMS = {
     "plain44": 658_586,
     "plain56": 853_018,
     "plain110": 1_727_962,
+    "lenet5": 61_706,
+    "alexnet": 61_100_840,
+    "alexnet_2012": 60_965_224,
+    "zfnet": 62_357_608,
+    "zfnet_b": 107_627_624,
+    "vgg11": 132_863_336,
+    "vgg11_bn": 132_868_840,
+    "vgg13": 133_047_848,
+    "vgg13_bn": 133_053_736,
+    "vgg16": 138_357_544,
+    "vgg16_bn": 138_365_992,
+    "vgg19": 143_667_240,
+    "vgg19_bn": 143_678_248,
 }
 
 
@@ -48,7 +61,8 @@ def _resnet8_by_hand() -> int:
 REFERENCE_PARAMS["resnet8"] = _resnet8_by_hand()
 
 
-def count_params(name: str, channels: int = 3, **kw) -> int:
+def count_params(name: str, channels: int | None = None, **kw) -> int:
+    channels = channels or (1 if name == "lenet5" else 3)  # the reference LeNet-5 reads 1 channel
     model = jaxcnn.create_model(name, **kw)
     size = jaxcnn.get_model_info(name).min_image_size
     shapes = jax.eval_shape(
@@ -57,7 +71,7 @@ def count_params(name: str, channels: int = 3, **kw) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
 
 
-def test_every_resnet_is_checked():
+def test_every_model_is_checked():
     assert set(jaxcnn.list_models()) == set(REFERENCE_PARAMS)
 
 
@@ -70,6 +84,11 @@ def test_resnet8_hand_count_is_the_formula():
     assert REFERENCE_PARAMS["resnet8"] == 75_290
 
 
+def test_alexnet_single_tower_is_the_lecture_count():
+    """The lecture draws AlexNet as one tower: no groups, 62,378,344 parameters."""
+    assert count_params("alexnet_2012", groups=(1,) * 5) == 62_378_344
+
+
 def test_v1_stride_placement_changes_no_parameter():
     assert count_params("resnet50", stride_in_1x1=True) == REFERENCE_PARAMS["resnet50"]
 
@@ -78,6 +97,9 @@ def test_aliases_and_names():
     assert jaxcnn.get_model_info("resnext50").name == "resnext50_32x4d"
     assert jaxcnn.get_model_info("ResNet-50").name == "resnet50"
     assert "resnet50" in jaxcnn.list_models()
+    assert jaxcnn.list_models("vgg") == sorted(
+        f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")
+    )
     assert jaxcnn.list_models("resnet_cifar") == sorted(
         [f"resnet{d}" for d in (8, 20, 32, 44, 56, 110, 1202)]
         + [f"plain{d}" for d in (20, 32, 44, 56, 110)]
@@ -155,3 +177,64 @@ def test_forward_gradients_and_modes():
     assert not np.allclose(
         logits, model.apply({**variables, "batch_stats": shifted}, x, train=False)
     )
+
+
+@pytest.mark.parametrize(
+    "name, size, taps",
+    [
+        ("lenet5", 32, {"c1": (14, 14, 6), "c3": (5, 5, 16), "pre_logits": (84,)}),
+        (
+            "alexnet_2012",
+            227,
+            {"conv1": (27, 27, 96), "conv2": (13, 13, 256), "conv5": (6, 6, 256)},
+        ),
+        ("zfnet", 224, {"conv1": (55, 55, 96), "conv2": (13, 13, 256), "conv5": (6, 6, 256)}),
+        ("vgg16", 224, {"stage1": (112, 112, 64), "stage5": (7, 7, 512), "pre_logits": (4096,)}),
+    ],
+)
+def test_feature_map_sizes_of_the_papers(name, size, taps):
+    """The sizes the papers give: AlexNet 55 -> 27 -> 13 -> 6, ZFNet 110 -> 55 -> 26 -> 13 -> 6."""
+    model = jaxcnn.create_model(name)
+    x = jnp.zeros((1, size, size, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    out = jax.eval_shape(lambda v: model.apply(v, x, train=False, method=model.features), variables)
+    for k, shape in taps.items():
+        assert out[k].shape == (1, *shape), k
+
+
+@pytest.mark.parametrize(
+    "name, size", [("lenet5", 32), ("alexnet_2012", 67), ("zfnet", 63), ("vgg11_bn", 32)]
+)
+def test_small_forward_gradients_and_dropout(name, size):
+    """Finite logits, a gradient for every parameter, dropout only in train mode."""
+    model = jaxcnn.create_model(name, num_classes=5)
+    x = jax.random.normal(jax.random.key(1), (2, size, size, 2))
+    variables = model.init(jax.random.key(0), x, train=False)
+    out = model.apply(variables, x, train=False)
+    assert out.shape == (2, 5) and bool(jnp.isfinite(out).all())
+    np.testing.assert_array_equal(out, model.apply(variables, x, train=False))
+
+    def loss(params, key):
+        y, _ = model.apply(
+            {**variables, "params": params},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": key},
+        )
+        return jnp.sum(y**2), y
+
+    grads, y1 = jax.grad(loss, has_aux=True)(variables["params"], jax.random.key(2))
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        assert float(jnp.abs(g).max()) > 0, f"no gradient reaches {jax.tree_util.keystr(path)}"
+    _, y2 = loss(variables["params"], jax.random.key(3))
+    if name != "lenet5":  # the others have dropout: two train passes with other keys differ
+        assert not np.allclose(y1, y2)
+
+
+def test_lenet_needs_32x32():
+    model = jaxcnn.create_model("lenet5")
+    with pytest.raises(ValueError, match="32x32 inputs.*--image_size=32"):
+        jax.eval_shape(
+            lambda: model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
+        )

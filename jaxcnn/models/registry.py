@@ -7,7 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models import resnet
+from jaxcnn.models import alexnet, lenet, resnet, vgg
 
 
 class UnknownModelError(ValueError):
@@ -60,25 +60,30 @@ ALIASES: dict[str, str] = {
 }
 
 
-def _register_resnets() -> None:
-    for name, variant in resnet.VARIANTS.items():
-        paper, params, macs, notes = resnet.REFERENCE[name]
-        cifar = variant.stem == "cifar"
-        _MODELS[name] = ModelInfo(
-            name=name,
-            family="resnet_cifar" if cifar else "resnet",
-            module=resnet.ResNet,
-            variant=variant,
-            resolution=32 if cifar else 224,
-            min_image_size=variant.total_stride,
-            params=params,
-            macs=macs,
-            paper=paper,
-            notes=notes,
-        )
+# Each family module lists its variants (`registry_entries`) and their reference figures
+# (`REFERENCE`: paper, params, MACs, notes).
+_FAMILIES = (lenet, alexnet, vgg, resnet)
 
 
-_register_resnets()
+def _register() -> None:
+    for fam in _FAMILIES:
+        for name, family, module, variant, resolution, min_size in fam.registry_entries():
+            paper, params, macs, notes = fam.REFERENCE[name]
+            _MODELS[name] = ModelInfo(
+                name=name,
+                family=family,
+                module=module,
+                variant=variant,
+                resolution=resolution,
+                min_image_size=min_size,
+                params=params,
+                macs=macs,
+                paper=paper,
+                notes=notes,
+            )
+
+
+_register()
 
 
 def list_models(family: str | None = None) -> list[str]:

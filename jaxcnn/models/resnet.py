@@ -320,3 +320,17 @@ REFERENCE: dict[str, tuple[str, int, int, str]] = {
         )
     },
 }
+
+
+def registry_entries():
+    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
+    for name, v in VARIANTS.items():
+        cifar = v.stem == "cifar"
+        yield (
+            name,
+            "resnet_cifar" if cifar else "resnet",
+            ResNet,
+            v,
+            32 if cifar else 224,
+            v.total_stride,
+        )
