@@ -73,12 +73,33 @@ def _vgg_module(info: Any, path: tuple[str, ...]) -> str:
     raise KeyError(path)
 
 
+def _densenet_module(info: Any, path: tuple[str, ...]) -> str:
+    """torchvision DenseNet: everything but the classifier lives in `features`."""
+    first = path[0]
+    fixed = {
+        "stem_conv": "features.conv0",
+        "stem_norm": "features.norm0",
+        "final_norm": "features.norm5",
+        "head": "classifier",
+    }
+    if first in fixed:
+        return fixed[first]
+    m = re.fullmatch(r"block(\d+)_layer(\d+)", first)
+    if m:
+        return f"features.denseblock{m[1]}.denselayer{m[2]}.{path[1]}"
+    m = re.fullmatch(r"transition(\d+)", first)
+    if m:
+        return f"features.transition{m[1]}.{path[1]}"
+    raise KeyError(path)
+
+
 # family -> rule giving the PyTorch module name of a jaxcnn module path. Families without a rule
-# (LeNet-5, the CIFAR ResNets) have no torchvision/timm counterpart to convert from.
+# (LeNet-5, the CIFAR ResNets and DenseNets) have no torchvision/timm counterpart to convert from.
 _RULES: dict[str, Callable[[Any, tuple[str, ...]], str]] = {
     "resnet": _resnet_module,
     "alexnet": _alexnet_module,
     "vgg": _vgg_module,
+    "densenet": _densenet_module,
 }
 
 _LEAF = {

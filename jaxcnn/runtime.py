@@ -15,8 +15,11 @@ def configure_xla_cpu() -> None:
     """Adds the measured-best XLA CPU flags to XLA_FLAGS, unless the user already set that flag.
 
     Must run before JAX initialises its backends (before the first computation); harmless on GPU/TPU
-    hosts, where the CPU flags only affect the host platform.
+    hosts, where the CPU flags only affect the host platform. `JAXCNN_XLA_DEFAULTS=0` in the
+    environment leaves XLA_FLAGS alone (to measure XLA's own defaults).
     """
+    if os.environ.get("JAXCNN_XLA_DEFAULTS", "1") == "0":
+        return
     try:
         from jaxlib import version  # noqa: PLC0415
     except ImportError:

@@ -49,8 +49,10 @@ def test_eval_parity_with_torchvision(name):
     assert _rel_err(got, expected) < 1e-5
 
 
-@pytest.mark.parametrize("name, size", [("alexnet", 63), ("vgg11_bn", 32), ("vgg13", 40)])
-def test_eval_parity_alexnet_vgg(name, size):
+@pytest.mark.parametrize(
+    "name, size", [("alexnet", 63), ("vgg11_bn", 32), ("vgg13", 40), ("densenet121", 64)]
+)
+def test_eval_parity_other_families(name, size):
     """At small sizes torchvision's adaptive average pool repeats pixels (1x1 -> 7x7 for VGG at
     32 px, 1x1 -> 6x6 for AlexNet at 63 px, 1x1 for VGG-13 at 40): ours must do the same, and the
     first fully connected layer must see PyTorch's (C, H, W) flattening order."""
