@@ -84,3 +84,9 @@ class ConvBN(nn.Module):
             name="bn",
         )(x)
         return x if self.act is None else self.act(x)
+
+
+def torch_dense(features: int, fan_in: int, name: str, **kw: Any) -> nn.Dense:
+    """`nn.Dense` initialised like PyTorch's `nn.Linear` (see `torch_linear_init`)."""
+    kernel_init, bias_init = torch_linear_init(fan_in)
+    return nn.Dense(features, kernel_init=kernel_init, bias_init=bias_init, name=name, **kw)

@@ -17,16 +17,15 @@ native resolution) so that smaller images fit. Parameter tree: `conv1`..`conv5`,
 """
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcnn.layers import torch_dense
 from jaxcnn.layers.lrn import LocalResponseNorm
 from jaxcnn.layers.pooling import adaptive_avg_pool, flatten_nchw
-from jaxcnn.models.resnet import check_image_batch
-from jaxcnn.models.vgg import dense
+from jaxcnn.models.base import Classifier, check_image_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,36 +114,19 @@ def _max_pool(x: jax.Array, ceil: bool) -> jax.Array:
     return nn.max_pool(x, (3, 3), strides=(2, 2))
 
 
-class AlexNet(nn.Module):
-    """AlexNet / ZFNet, NHWC.
+class AlexNet(Classifier):
+    """AlexNet / ZFNet, NHWC (`variant`: `VARIANTS`).
 
-    Attributes:
-        variant: the network (see `VARIANTS`).
-        num_classes: classifier outputs.
-        dtype: computation dtype.
-        param_dtype: parameter dtype.
+    Taps of `features`: `conv1`..`conv5`, each after its ReLU and, where the layer has them, LRN and
+    max pooling (at the native size conv1 is (N, 27, 27, 96) for alexnet_2012, (N, 55, 55, 96) for
+    zfnet, and conv5 (N, 6, 6, 256)); `pre_logits` (N, 4096), fc7's output after ReLU (the features
+    of the lecture's nearest-neighbour figure); `logits`.
     """
-
-    variant: AlexNetVariant
-    num_classes: int = 1000
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """Args: x: (N, H, W, C). Returns: logits (N, num_classes)."""
-        return self._forward(x, train)["logits"]
-
-    def features(self, x: jax.Array, *, train: bool = False) -> dict[str, jax.Array]:
-        """Taps: `conv1`..`conv5`, each after its ReLU and, where the layer has them, LRN and max
-        pooling (at the native size conv1 is (N, 27, 27, 96) for alexnet_2012, (N, 55, 55, 96) for
-        zfnet, and conv5 (N, 6, 6, 256)); `pre_logits` (N, 4096), fc7's output after ReLU (the
-        features of the lecture's nearest-neighbour figure); `logits`."""
-        return self._forward(x, train)
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
         check_image_batch(x, "AlexNet")
-        v, kw = self.variant, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        v, kw = self.variant, self._kw
         taps, x = {}, x.astype(self.dtype)
         for i in range(5):
             k, p = v.kernels[i], v.paddings[i]
@@ -167,13 +149,13 @@ class AlexNet(nn.Module):
         drop = nn.Dropout(v.dropout, deterministic=not train)
         if v.dropout_first:
             x = drop(x)
-        x = nn.relu(dense(v.fc[0], x.shape[-1], "fc6", **kw)(x))
+        x = nn.relu(torch_dense(v.fc[0], x.shape[-1], "fc6", **kw)(x))
         x = drop(x)
-        x = nn.relu(dense(v.fc[1], v.fc[0], "fc7", **kw)(x))
+        x = nn.relu(torch_dense(v.fc[1], v.fc[0], "fc7", **kw)(x))
         taps["pre_logits"] = x
         if not v.dropout_first:
             x = drop(x)
-        taps["logits"] = dense(self.num_classes, v.fc[1], "head", **kw)(x)
+        taps["logits"] = torch_dense(self.num_classes, v.fc[1], "head", **kw)(x)
         return taps
 
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn.layers import conv_kernel_init, torch_linear_init
-from jaxcnn.models.resnet import check_image_batch
+from jaxcnn.models.base import Classifier, check_image_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,35 +143,18 @@ class DenseLayer(nn.Module):
         return nn.Dropout(self.drop_rate, deterministic=not train)(x)
 
 
-class DenseNet(nn.Module):
-    """DenseNet / DenseNet-BC, NHWC.
+class DenseNet(Classifier):
+    """DenseNet / DenseNet-BC, NHWC (`variant`: `VARIANTS`).
 
-    Attributes:
-        variant: the network (see `VARIANTS`).
-        num_classes: classifier outputs.
-        dtype: computation dtype.
-        param_dtype: parameter dtype.
+    Taps of `features`: `stem`; `block{b}`, the output of dense block b (before its transition),
+    init_features + k * layers channels for the first block; `pre_logits` (N, C_final) after the
+    final BN + ReLU and global pooling (1024 for densenet121); `logits`.
     """
-
-    variant: DenseNetVariant
-    num_classes: int = 1000
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """Args: x: (N, H, W, C). Returns: logits (N, num_classes)."""
-        return self._forward(x, train)["logits"]
-
-    def features(self, x: jax.Array, *, train: bool = False) -> dict[str, jax.Array]:
-        """Taps: `stem`; `block{b}`, the output of dense block b (before its transition), with
-        init_features + k * layers channels for the first block; `pre_logits` (N, C_final) after
-        the final BN + ReLU and global pooling (1024 for densenet121); `logits`."""
-        return self._forward(x, train)
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
         check_image_batch(x, "DenseNet")
-        v, kw = self.variant, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        v, kw = self.variant, self._kw
         taps, x = {}, x.astype(self.dtype)
         if v.stem == "imagenet":
             x = _conv(v.init_features, 7, "stem_conv", kw, strides=2)(x)

@@ -11,13 +11,12 @@ Parameter tree: `c1`, `c3`, `c5`, `f6`, `head`.
 """
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.resnet import check_image_batch
+from jaxcnn.models.base import Classifier, check_image_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,29 +42,12 @@ REFERENCE = {
 }
 
 
-class LeNet5(nn.Module):
-    """LeNet-5 on 32x32 inputs, NHWC.
+class LeNet5(Classifier):
+    """LeNet-5 on 32x32 inputs, NHWC (`variant`: widths).
 
-    Attributes:
-        variant: widths.
-        num_classes: classifier outputs.
-        dtype: computation dtype.
-        param_dtype: parameter dtype.
+    Taps of `features`: `c1` (N, 14, 14, 6) and `c3` (N, 5, 5, 16) after pooling, `pre_logits`
+    (N, 84) (F6), `logits`.
     """
-
-    variant: LeNetVariant = LeNetVariant()
-    num_classes: int = 10
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        """Args: x: (N, 32, 32, C). Returns: logits (N, num_classes)."""
-        return self._forward(x, train)["logits"]
-
-    def features(self, x: jax.Array, *, train: bool = False) -> dict[str, jax.Array]:
-        """Taps: `c1` (N, 14, 14, 6) and `c3` (N, 5, 5, 16) after pooling, `pre_logits` (N, 84)
-        (F6), `logits`."""
-        return self._forward(x, train)
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
@@ -76,7 +58,7 @@ class LeNet5(nn.Module):
                 f"LeNet5 takes 32x32 inputs (the paper pads 28x28 digits to 32x32); got "
                 f"{x.shape[1]}x{x.shape[2]}: resize or pad to 32 (--image_size=32)"
             )
-        v, kw = self.variant, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        v, kw = self.variant, self._kw
         taps, x = {}, x.astype(self.dtype)
         x = jnp.tanh(nn.Conv(v.c1, (5, 5), padding="VALID", name="c1", **kw)(x))  # 28x28
         taps["c1"] = x = nn.max_pool(x, (2, 2), strides=(2, 2))  # 14x14

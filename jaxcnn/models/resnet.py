@@ -24,7 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import ConvBN, torch_linear_init
+from jaxcnn.layers import ConvBN, torch_dense
+from jaxcnn.models.base import Classifier, check_image_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,61 +167,19 @@ def _identity(x, features, strides, kind, train, kw):
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
 
 
-def check_image_batch(x: jax.Array, name: str) -> None:
-    """Raises a ValueError unless `x` is a batch of NHWC images."""
-    if x.ndim != 4:
-        raise ValueError(
-            f"{name} expects a batch of NHWC images of shape (N, H, W, C); got shape {tuple(x.shape)}"
-            + (" (add a batch axis: x[None])" if x.ndim == 3 else "")
-        )
+class ResNet(Classifier):
+    """ResNet / Wide ResNet / ResNeXt / CIFAR ResNet / plain network, NHWC (`variant`: `VARIANTS`).
 
-
-class ResNet(nn.Module):
-    """ResNet / Wide ResNet / ResNeXt / CIFAR ResNet / plain network, NHWC.
-
-    Attributes:
-        variant: the architecture, as data (see `VARIANTS`).
-        num_classes: classifier outputs.
-        dtype: computation dtype (e.g. jnp.bfloat16 for mixed precision).
-        param_dtype: parameter dtype.
+    Taps of `features`: `stem`, (N, H/4, W/4, 64) for ImageNet stems (after the max pool),
+    (N, H, W, widths[0]) for CIFAR stems; `stage{i}`, the output of stage i,
+    (N, H/s, W/s, widths[i-1] * expansion) with s the stride so far; `pre_logits`, the globally
+    average-pooled last stage, (N, C_last); `logits`, (N, num_classes).
     """
-
-    variant: ResNetVariant
-    num_classes: int = 1000
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """Classifies a batch.
-
-        Args:
-            x: images, (N, H, W, C), any channel count.
-            train: batch statistics and their update (True) or running statistics (False).
-
-        Returns:
-            Logits, (N, num_classes).
-        """
-        return self._forward(x, train)["logits"]
-
-    def features(self, x: jax.Array, *, train: bool = False) -> dict[str, jax.Array]:
-        """Named intermediate activations for transfer learning.
-
-        Args:
-            x: images, (N, H, W, C).
-            train: as in `__call__`.
-
-        Returns:
-            `stem`: (N, H/4, W/4, 64) for ImageNet stems, (N, H, W, widths[0]) for CIFAR stems;
-            `stage{i}`: the output of stage i, (N, H/s, W/s, widths[i-1] * expansion) with s the
-            stride so far; `pre_logits`: the globally average-pooled last stage, (N, C_last);
-            `logits`: (N, num_classes).
-        """
-        return self._forward(x, train)
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, type(self).__name__)
-        v, kw = self.variant, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        check_image_batch(x, "ResNet")
+        v, kw = self.variant, self._kw
         taps = {}
         x = x.astype(self.dtype)
         if v.stem == "imagenet":
@@ -237,10 +196,7 @@ class ResNet(nn.Module):
             taps[f"stage{s}"] = x
         x = jnp.mean(x, axis=(1, 2))
         taps["pre_logits"] = x
-        kernel_init, bias_init = torch_linear_init(x.shape[-1])
-        taps["logits"] = nn.Dense(
-            self.num_classes, kernel_init=kernel_init, bias_init=bias_init, name="head", **kw
-        )(x)
+        taps["logits"] = torch_dense(self.num_classes, x.shape[-1], "head", **kw)(x)
         return taps
 
 

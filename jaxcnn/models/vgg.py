@@ -15,9 +15,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import torch_linear_init
+from jaxcnn.layers import torch_dense
 from jaxcnn.layers.pooling import adaptive_avg_pool, flatten_nchw
-from jaxcnn.models.resnet import check_image_batch
+from jaxcnn.models.base import Classifier, check_image_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,40 +66,18 @@ REFERENCE: dict[str, tuple[str, int, int, str]] = {
 }
 
 
-def dense(features: int, fan_in: int, name: str, **kw: Any) -> nn.Dense:
-    kernel_init, bias_init = torch_linear_init(fan_in)
-    return nn.Dense(features, kernel_init=kernel_init, bias_init=bias_init, name=name, **kw)
+class VGG(Classifier):
+    """VGG, NHWC, inputs of at least 32x32 (`variant`: `VARIANTS`).
 
-
-class VGG(nn.Module):
-    """VGG, NHWC.
-
-    Attributes:
-        variant: the configuration (see `VARIANTS`).
-        num_classes: classifier outputs.
-        dtype: computation dtype.
-        param_dtype: parameter dtype.
+    Taps of `features`: `stage{s}` (N, H/2^s, W/2^s, C_s) after each max pool; `pre_logits`
+    (N, 4096), fc7's output after ReLU (the features of the lecture's nearest-neighbour figure);
+    `logits`.
     """
-
-    variant: VGGVariant
-    num_classes: int = 1000
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """Args: x: (N, H, W, C) with H, W >= 32. Returns: logits (N, num_classes)."""
-        return self._forward(x, train)["logits"]
-
-    def features(self, x: jax.Array, *, train: bool = False) -> dict[str, jax.Array]:
-        """Taps: `stage{s}` (N, H/2^s, W/2^s, C_s) after each max pool; `pre_logits` (N, 4096), the
-        output of fc7 (after ReLU, the features the lecture's nearest-neighbour figure uses);
-        `logits`."""
-        return self._forward(x, train)
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
         check_image_batch(x, "VGG")
-        v, kw = self.variant, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        v, kw = self.variant, self._kw
         taps, x = {}, x.astype(self.dtype)
         for s, widths in enumerate(v.stages, start=1):
             for c, width in enumerate(widths, start=1):
@@ -107,12 +85,12 @@ class VGG(nn.Module):
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
             taps[f"stage{s}"] = x
         x = flatten_nchw(adaptive_avg_pool(x, 7))
-        x = nn.relu(dense(v.fc[0], x.shape[-1], "fc6", **kw)(x))
+        x = nn.relu(torch_dense(v.fc[0], x.shape[-1], "fc6", **kw)(x))
         x = nn.Dropout(v.dropout, deterministic=not train)(x)
-        x = nn.relu(dense(v.fc[1], v.fc[0], "fc7", **kw)(x))
+        x = nn.relu(torch_dense(v.fc[1], v.fc[0], "fc7", **kw)(x))
         taps["pre_logits"] = x
         x = nn.Dropout(v.dropout, deterministic=not train)(x)
-        taps["logits"] = dense(self.num_classes, v.fc[1], "head", **kw)(x)
+        taps["logits"] = torch_dense(self.num_classes, v.fc[1], "head", **kw)(x)
         return taps
 
 
