@@ -93,6 +93,27 @@ def _densenet_module(info: Any, path: tuple[str, ...]) -> str:
     raise KeyError(path)
 
 
+def _mobilenet_module(info: Any, path: tuple[str, ...]) -> str:
+    """torchvision MobileNetV2: `features.0` stem, `features.1..17` blocks, `features.18` final."""
+    if info.name != "mobilenet_v2":
+        raise NotImplementedError(
+            f"{info.name} has no torchvision/timm counterpart to convert from"
+        )
+    first, part = path[0], path[-1]  # part: "conv" or "bn"
+    blocks = info.variant.blocks()
+    fixed = {"stem": "features.0", "final": f"features.{len(blocks) + 1}"}
+    if first in fixed:
+        return f"{fixed[first]}.{0 if part == 'conv' else 1}"
+    if first == "head":
+        return "classifier.1"
+    i = int(first[len("block") :])
+    units = (["expand"] if blocks[i - 1][0] != 1 else []) + ["dw"]
+    if path[1] in units:  # Conv2dNormActivation: .0 conv, .1 bn
+        return f"features.{i}.conv.{units.index(path[1])}.{0 if part == 'conv' else 1}"
+    k = len(units)  # the linear projection: a bare conv, then a bare BN
+    return f"features.{i}.conv.{k if part == 'conv' else k + 1}"
+
+
 # family -> rule giving the PyTorch module name of a jaxcnn module path. Families without a rule
 # (LeNet-5, the CIFAR ResNets and DenseNets) have no torchvision/timm counterpart to convert from.
 _RULES: dict[str, Callable[[Any, tuple[str, ...]], str]] = {
@@ -100,6 +121,7 @@ _RULES: dict[str, Callable[[Any, tuple[str, ...]], str]] = {
     "alexnet": _alexnet_module,
     "vgg": _vgg_module,
     "densenet": _densenet_module,
+    "mobilenet": _mobilenet_module,
 }
 
 _LEAF = {

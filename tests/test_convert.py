@@ -50,7 +50,8 @@ def test_eval_parity_with_torchvision(name):
 
 
 @pytest.mark.parametrize(
-    "name, size", [("alexnet", 63), ("vgg11_bn", 32), ("vgg13", 40), ("densenet121", 64)]
+    "name, size",
+    [("alexnet", 63), ("vgg11_bn", 32), ("vgg13", 40), ("densenet121", 64), ("mobilenet_v2", 64)],
 )
 def test_eval_parity_other_families(name, size):
     """At small sizes torchvision's adaptive average pool repeats pixels (1x1 -> 7x7 for VGG at
@@ -157,3 +158,15 @@ def test_pth_needs_no_pickled_code(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(Exception, match="(?i)weights"):
         convert.load_state_dict(tmp_path / "evil.pth")
+
+
+@pytest.mark.parametrize("width", [0.5, 0.75, 1.4])
+def test_mobilenet_v2_width_multiplier_matches_torchvision(width):
+    """Channel rounding (make_divisible) as torchvision's: the same parameter count per width."""
+    tv = torchvision.models.mobilenet_v2(weights=None, width_mult=width)
+    want = sum(p.numel() for p in tv.parameters())
+    model = jaxcnn.create_model("mobilenet_v2", width_mult=width)
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    )
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])) == want
