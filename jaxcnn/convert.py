@@ -114,6 +114,30 @@ def _mobilenet_module(info: Any, path: tuple[str, ...]) -> str:
     return f"features.{i}.conv.{k if part == 'conv' else k + 1}"
 
 
+def _shufflenet_module(info: Any, path: tuple[str, ...]) -> str:
+    """torchvision ShuffleNetV2: conv1, stage{2,3,4}.{i}.branch{1,2}.{index}, conv5, fc."""
+    first, part = path[0], path[-1]
+    bn = part == "bn"
+    fixed = {"stem": "conv1", "final": "conv5"}
+    if first in fixed:
+        return f"{fixed[first]}.{int(bn)}"
+    if first == "head":
+        return "fc"
+    m = re.fullmatch(r"stage(\d+)_unit(\d+)", first)
+    if not m:
+        raise KeyError(path)
+    # Sequential indices: branch1 = dw conv, bn, pw conv, bn, relu; branch2 = pw conv, bn, relu,
+    # dw conv, bn, pw conv, bn, relu.
+    index = {
+        "branch1_dw": (1, 0),
+        "branch1_pw": (1, 2),
+        "branch2_pw1": (2, 0),
+        "branch2_dw": (2, 3),
+        "branch2_pw2": (2, 5),
+    }[path[1]]
+    return f"stage{m[1]}.{int(m[2]) - 1}.branch{index[0]}.{index[1] + bn}"
+
+
 # family -> rule giving the PyTorch module name of a jaxcnn module path. Families without a rule
 # (LeNet-5, the CIFAR ResNets and DenseNets) have no torchvision/timm counterpart to convert from.
 _RULES: dict[str, Callable[[Any, tuple[str, ...]], str]] = {
@@ -122,6 +146,7 @@ _RULES: dict[str, Callable[[Any, tuple[str, ...]], str]] = {
     "vgg": _vgg_module,
     "densenet": _densenet_module,
     "mobilenet": _mobilenet_module,
+    "shufflenet": _shufflenet_module,
 }
 
 _LEAF = {

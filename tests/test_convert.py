@@ -51,7 +51,14 @@ def test_eval_parity_with_torchvision(name):
 
 @pytest.mark.parametrize(
     "name, size",
-    [("alexnet", 63), ("vgg11_bn", 32), ("vgg13", 40), ("densenet121", 64), ("mobilenet_v2", 64)],
+    [
+        ("alexnet", 63),
+        ("vgg11_bn", 32),
+        ("vgg13", 40),
+        ("densenet121", 64),
+        ("mobilenet_v2", 64),
+        ("shufflenet_v2_x0_5", 64),
+    ],
 )
 def test_eval_parity_other_families(name, size):
     """At small sizes torchvision's adaptive average pool repeats pixels (1x1 -> 7x7 for VGG at
@@ -170,3 +177,16 @@ def test_mobilenet_v2_width_multiplier_matches_torchvision(width):
         lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
     )
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])) == want
+
+
+def test_channel_shuffle_matches_torchvision():
+    from torchvision.models.shufflenetv2 import channel_shuffle as tv_shuffle
+
+    from jaxcnn.layers.shuffle import channel_shuffle
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 12)).astype(np.float32)
+    for g in (2, 3, 4):
+        want = (
+            tv_shuffle(torch.from_numpy(x.transpose(0, 3, 1, 2)), g).numpy().transpose(0, 2, 3, 1)
+        )
+        np.testing.assert_array_equal(channel_shuffle(jnp.asarray(x), g), want)

@@ -7,7 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models import alexnet, densenet, lenet, mobilenet, resnet, vgg
+from jaxcnn.models import alexnet, densenet, lenet, mobilenet, resnet, shufflenet, vgg
 
 
 class UnknownModelError(ValueError):
@@ -62,7 +62,7 @@ ALIASES: dict[str, str] = {
 
 # Each family module lists its variants (`registry_entries`) and their reference figures
 # (`REFERENCE`: paper, params, MACs, notes).
-_FAMILIES = (lenet, alexnet, vgg, resnet, densenet, mobilenet)
+_FAMILIES = (lenet, alexnet, vgg, resnet, densenet, mobilenet, shufflenet)
 
 
 def _register() -> None:
