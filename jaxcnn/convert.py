@@ -138,6 +138,24 @@ def _shufflenet_module(info: Any, path: tuple[str, ...]) -> str:
     return f"stage{m[1]}.{int(m[2]) - 1}.branch{index[0]}.{index[1] + bn}"
 
 
+def _resnet_v2_module(info: Any, path: tuple[str, ...]) -> str:
+    """timm ResNetV2 (`resnetv2_*`): stem.conv, stages.{s}.blocks.{b}.*, norm, head.fc."""
+    first = path[0]
+    fixed = {
+        "stem_conv": "stem.conv",
+        "stem_norm": "stem.norm",
+        "final_norm": "norm",
+        "head": "head.fc",
+    }
+    if first in fixed:
+        return fixed[first]
+    m = re.fullmatch(r"stage(\d+)_block(\d+)", first)
+    if not m:
+        raise KeyError(path)
+    unit = "downsample.conv" if path[1] == "downsample" else path[1]
+    return f"stages.{int(m[1]) - 1}.blocks.{int(m[2]) - 1}.{unit}"
+
+
 # family -> rule giving the PyTorch module name of a jaxcnn module path. Families without a rule
 # (LeNet-5, the CIFAR ResNets and DenseNets) have no torchvision/timm counterpart to convert from.
 _RULES: dict[str, Callable[[Any, tuple[str, ...]], str]] = {
@@ -147,6 +165,7 @@ _RULES: dict[str, Callable[[Any, tuple[str, ...]], str]] = {
     "densenet": _densenet_module,
     "mobilenet": _mobilenet_module,
     "shufflenet": _shufflenet_module,
+    "resnet_v2": _resnet_v2_module,
 }
 
 _LEAF = {
@@ -156,6 +175,10 @@ _LEAF = {
     "mean": "running_mean",
     "var": "running_var",
 }
+
+
+# Families whose PyTorch classifier is a 1x1 convolution (timm's ResNetV2 `head.fc`).
+_CONV_HEAD_FAMILIES = {"resnet_v2"}
 
 
 def _to_jax_layout(name: str, array: np.ndarray) -> np.ndarray:
@@ -250,7 +273,10 @@ def from_torch(arch: str, state_dict: dict[str, Any], template: dict[str, Any]) 
                 f"{arch}: the state dict has no tensor {key!r} (needed for {'/'.join(path)}, "
                 f"shape {tuple(leaf.shape)})"
             )
-        value = _to_jax_layout(path[-1], sd[key])
+        raw = sd[key]
+        if len(leaf.shape) == 2 and raw.ndim == 4 and raw.shape[2:] == (1, 1):
+            raw = raw[:, :, 0, 0]  # a 1x1-conv classifier (timm ResNetV2) is our Dense
+        value = _to_jax_layout(path[-1], raw)
         if tuple(value.shape) != tuple(leaf.shape):
             raise WeightMismatchError(
                 f"{arch}: tensor {key!r} has shape {tuple(sd[key].shape)}, which does not fit "
@@ -271,7 +297,11 @@ def from_torch(arch: str, state_dict: dict[str, Any], template: dict[str, Any]) 
 def to_torch(arch: str, variables: dict[str, Any]) -> dict[str, np.ndarray]:
     """jaxcnn variables -> a torchvision / timm style state dict of numpy arrays."""
     flat = traverse_util.flatten_dict(jax.device_get(variables))
-    return {
-        torch_name(arch, p): np.ascontiguousarray(_to_torch_layout(p[-1], np.asarray(v)))
-        for p, v in flat.items()
-    }
+    conv_head = get_model_info(arch).family in _CONV_HEAD_FAMILIES
+    out = {}
+    for p, v in flat.items():
+        t = _to_torch_layout(p[-1], np.asarray(v))
+        if conv_head and p[1] == "head" and p[-1] == "kernel":
+            t = t[:, :, None, None]
+        out[torch_name(arch, p)] = np.ascontiguousarray(t)
+    return out

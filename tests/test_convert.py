@@ -190,3 +190,35 @@ def test_channel_shuffle_matches_torchvision():
             tv_shuffle(torch.from_numpy(x.transpose(0, 3, 1, 2)), g).numpy().transpose(0, 2, 3, 1)
         )
         np.testing.assert_array_equal(channel_shuffle(jnp.asarray(x), g), want)
+
+
+def test_resnet_v2_parity_with_timm():
+    """Pre-activation ResNet-50 against timm's resnetv2_50 (eval mode, random BN statistics)."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    tm = timm.create_model("resnetv2_50", pretrained=False).eval()
+    _randomize(tm)
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = tm(torch.from_numpy(x)).numpy()
+    model, variables = _convert("resnetv2_50", tm, 64)
+    got = np.asarray(model.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)), train=False))
+    assert _rel_err(got, expected) < 1e-5
+    # And back: the same keys and shapes as timm's (its classifier is a 1x1 conv).
+    back = convert.to_torch("resnetv2_50", variables)
+    sd = {k: v for k, v in tm.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert {k: tuple(v.shape) for k, v in back.items()} == {
+        k: tuple(v.shape) for k, v in sd.items()
+    }
+
+
+@pytest.mark.parametrize("name", ["resnetv2_18", "resnetv2_34", "resnetv2_101", "resnetv2_152"])
+def test_resnet_v2_counts_match_timm(name):
+    timm = pytest.importorskip("timm")
+    want = sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+    assert jaxcnn.get_model_info(name).params == want
+    model = jaxcnn.create_model(name)
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    )
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])) == want

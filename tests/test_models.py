@@ -59,7 +59,14 @@ REFERENCE_PARAMS = {
     "shufflenet_v2_x1_0": 2_278_604,
     "shufflenet_v2_x1_5": 3_503_624,
     "shufflenet_v2_x2_0": 7_393_996,
+    "resnetv2_50": 25_549_352,  # timm resnetv2_50
+    "resnetv2_200": 64_666_280,  # the paper's build
+    "preact_resnet110": 1_730_522,
+    "preact_resnet164": 1_703_258,
+    "preact_resnet1001": 10_327_706,
 }
+# resnetv2_18/34/101/152 follow timm's layout; tests/test_convert.py checks them against timm.
+TIMM_CHECKED = {"resnetv2_18", "resnetv2_34", "resnetv2_101", "resnetv2_152"}
 
 
 def _resnet8_by_hand() -> int:
@@ -86,7 +93,12 @@ def count_params(name: str, channels: int | None = None, **kw) -> int:
 
 
 def test_every_model_is_checked():
-    assert set(jaxcnn.list_models()) == set(REFERENCE_PARAMS)
+    assert set(jaxcnn.list_models()) == set(REFERENCE_PARAMS) | TIMM_CHECKED
+
+
+def test_preact_resnet152_paper_build():
+    """The paper's ResNet-152 (pytorchcv preresnet152): stem BN and stride on the 1x1."""
+    assert count_params("resnetv2_152", stem_norm=True, stride_in_1x1=True) == 60_185_256
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))

@@ -7,7 +7,16 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models import alexnet, densenet, lenet, mobilenet, resnet, shufflenet, vgg
+from jaxcnn.models import (
+    alexnet,
+    densenet,
+    lenet,
+    mobilenet,
+    resnet,
+    resnet_v2,
+    shufflenet,
+    vgg,
+)
 
 
 class UnknownModelError(ValueError):
@@ -62,7 +71,7 @@ ALIASES: dict[str, str] = {
 
 # Each family module lists its variants (`registry_entries`) and their reference figures
 # (`REFERENCE`: paper, params, MACs, notes).
-_FAMILIES = (lenet, alexnet, vgg, resnet, densenet, mobilenet, shufflenet)
+_FAMILIES = (lenet, alexnet, vgg, resnet, resnet_v2, densenet, mobilenet, shufflenet)
 
 
 def _register() -> None:
