@@ -29,12 +29,42 @@ def torch_linear_init(fan_in: int) -> tuple[Callable, Callable]:
     return init, init
 
 
-class ConvBN(nn.Module):
-    """`conv` -> `bn` -> `act`, with symmetric PyTorch-style padding.
+def conv2d(
+    features: int, kernel_size: int, strides: int = 1, *, groups: int = 1, name: str, **kw: Any
+) -> nn.Conv:
+    """A bias-free square convolution with PyTorch's symmetric `k // 2` padding and He init.
 
     Explicit `(k // 2, k // 2)` padding rather than `"SAME"`: with stride 2 and an even input, XLA's
     SAME pads only on the bottom/right, which shifts every window by one pixel against torchvision
-    and breaks weight compatibility.
+    and breaks weight compatibility. `kw`: dtype / param_dtype.
+    """
+    pad = kernel_size // 2
+    return nn.Conv(
+        features,
+        (kernel_size, kernel_size),
+        strides=(strides, strides),
+        padding=((pad, pad), (pad, pad)),
+        feature_group_count=groups,
+        use_bias=False,
+        kernel_init=conv_kernel_init,
+        name=name,
+        **kw,
+    )
+
+
+def batch_norm(train: bool, *, name: str, epsilon: float = 1e-5, **kw: Any) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's defaults: momentum 0.1 on the new statistic, epsilon 1e-5.
+
+    `train`: normalise with (and update) the batch statistics; else use the running ones.
+    `kw`: dtype / param_dtype / scale_init.
+    """
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=epsilon, name=name, **kw
+    )
+
+
+class ConvBN(nn.Module):
+    """`conv` -> `bn` -> `act` (see `conv2d` for the padding).
 
     Attributes:
         features: output channels.
@@ -61,28 +91,13 @@ class ConvBN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Args: x: (N, H, W, C_in). Returns: (N, H', W', features)."""
-        pad = self.kernel_size // 2
-        x = nn.Conv(
-            self.features,
-            (self.kernel_size, self.kernel_size),
-            strides=(self.strides, self.strides),
-            padding=((pad, pad), (pad, pad)),
-            feature_group_count=self.groups,
-            use_bias=False,
-            kernel_init=conv_kernel_init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="conv",
+        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        x = conv2d(
+            self.features, self.kernel_size, self.strides, groups=self.groups, name="conv", **kw
         )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,  # PyTorch's momentum=0.1 on the new statistic
-            epsilon=self.bn_epsilon,
-            scale_init=self.scale_init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="bn",
-        )(x)
+        x = batch_norm(train, name="bn", epsilon=self.bn_epsilon, scale_init=self.scale_init, **kw)(
+            x
+        )
         return x if self.act is None else self.act(x)
 
 

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import conv_kernel_init, torch_linear_init
+from jaxcnn.layers import batch_norm, conv2d, torch_linear_init
 from jaxcnn.models.base import Classifier, check_image_batch
 
 
@@ -105,24 +105,6 @@ REFERENCE: dict[str, tuple[str, int, int, str]] = {
 }
 
 
-def _bn(train: bool, name: str, kw: dict) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name, **kw)
-
-
-def _conv(features: int, k: int, name: str, kw: dict, strides: int = 1) -> nn.Conv:
-    p = k // 2
-    return nn.Conv(
-        features,
-        (k, k),
-        strides=strides,
-        padding=((p, p), (p, p)),
-        use_bias=False,
-        kernel_init=conv_kernel_init,
-        name=name,
-        **kw,
-    )
-
-
 class DenseLayer(nn.Module):
     """[BN -> ReLU -> 1x1 conv to bn_size*k] -> BN -> ReLU -> 3x3 conv to k -> dropout."""
 
@@ -136,10 +118,10 @@ class DenseLayer(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         if self.bn_size is not None:
-            x = nn.relu(_bn(train, "norm1", kw)(x))
-            x = _conv(self.bn_size * self.growth_rate, 1, "conv1", kw)(x)
-        x = nn.relu(_bn(train, "norm2", kw)(x))
-        x = _conv(self.growth_rate, 3, "conv2", kw)(x)
+            x = nn.relu(batch_norm(train, name="norm1", **kw)(x))
+            x = conv2d(self.bn_size * self.growth_rate, 1, name="conv1", **kw)(x)
+        x = nn.relu(batch_norm(train, name="norm2", **kw)(x))
+        x = conv2d(self.growth_rate, 3, name="conv2", **kw)(x)
         return nn.Dropout(self.drop_rate, deterministic=not train)(x)
 
 
@@ -157,11 +139,11 @@ class DenseNet(Classifier):
         v, kw = self.variant, self._kw
         taps, x = {}, x.astype(self.dtype)
         if v.stem == "imagenet":
-            x = _conv(v.init_features, 7, "stem_conv", kw, strides=2)(x)
-            x = nn.relu(_bn(train, "stem_norm", kw)(x))
+            x = conv2d(v.init_features, 7, 2, name="stem_conv", **kw)(x)
+            x = nn.relu(batch_norm(train, name="stem_norm", **kw)(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         else:  # pre-activation from here on: the first block's BN follows directly
-            x = _conv(v.init_features, 3, "stem_conv", kw)(x)
+            x = conv2d(v.init_features, 3, name="stem_conv", **kw)(x)
         taps["stem"] = x
         for b, layers in enumerate(v.blocks, start=1):
             for i in range(1, layers + 1):
@@ -174,7 +156,7 @@ class DenseNet(Classifier):
                 x = Transition(int(x.shape[-1] * v.compression), name=f"transition{b}", **kw)(
                     x, train=train
                 )
-        x = nn.relu(_bn(train, "final_norm", kw)(x))
+        x = nn.relu(batch_norm(train, name="final_norm", **kw)(x))
         taps["pre_logits"] = x = jnp.mean(x, axis=(1, 2))
         kernel_init, _ = torch_linear_init(x.shape[-1])
         # torchvision's DenseNet initialises the classifier bias to zero.
@@ -192,8 +174,8 @@ class Transition(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        x = nn.relu(_bn(train, "norm", kw)(x))
-        x = _conv(self.features, 1, "conv", kw)(x)
+        x = nn.relu(batch_norm(train, name="norm", **kw)(x))
+        x = conv2d(self.features, 1, name="conv", **kw)(x)
         return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import conv_kernel_init, torch_dense
+from jaxcnn.layers import batch_norm, conv2d, torch_dense
 from jaxcnn.models.base import Classifier, check_image_batch
 from jaxcnn.models.resnet import ResNetVariant
 
@@ -30,24 +30,6 @@ class PreActVariant(ResNetVariant):
     Torch code (and pytorchcv) have; timm's resnetv2 has none (the first unit's BN follows)."""
 
     stem_norm: bool = False
-
-
-def _conv(features: int, k: int, strides: int, name: str, kw: dict) -> nn.Conv:
-    p = k // 2
-    return nn.Conv(
-        features,
-        (k, k),
-        strides=strides,
-        padding=((p, p), (p, p)),
-        use_bias=False,
-        kernel_init=conv_kernel_init,
-        name=name,
-        **kw,
-    )
-
-
-def _bn(train: bool, name: str, kw: dict) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name, **kw)
 
 
 class PreActBlock(nn.Module):
@@ -63,19 +45,25 @@ class PreActBlock(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         v, kw = self.variant, {"dtype": self.dtype, "param_dtype": self.param_dtype}
         out = self.planes * v.expansion
-        pre = nn.relu(_bn(train, "norm1", kw)(x))
+        pre = nn.relu(batch_norm(train, name="norm1", **kw)(x))
         shortcut = x
         if self.strides != 1 or x.shape[-1] != out:
-            shortcut = _conv(out, 1, self.strides, "downsample", kw)(pre)
+            shortcut = conv2d(out, 1, self.strides, name="downsample", **kw)(pre)
         if v.block == "basic":
-            y = _conv(self.planes, 3, self.strides, "conv1", kw)(pre)
-            y = _conv(self.planes, 3, 1, "conv2", kw)(nn.relu(_bn(train, "norm2", kw)(y)))
+            y = conv2d(self.planes, 3, self.strides, name="conv1", **kw)(pre)
+            y = conv2d(self.planes, 3, 1, name="conv2", **kw)(
+                nn.relu(batch_norm(train, name="norm2", **kw)(y))
+            )
         else:
             width = int(self.planes * (v.width_per_group / 64.0)) * v.groups
             s1, s3 = (self.strides, 1) if v.stride_in_1x1 else (1, self.strides)
-            y = _conv(width, 1, s1, "conv1", kw)(pre)
-            y = _conv(width, 3, s3, "conv2", kw)(nn.relu(_bn(train, "norm2", kw)(y)))
-            y = _conv(out, 1, 1, "conv3", kw)(nn.relu(_bn(train, "norm3", kw)(y)))
+            y = conv2d(width, 1, s1, name="conv1", **kw)(pre)
+            y = conv2d(width, 3, s3, name="conv2", **kw)(
+                nn.relu(batch_norm(train, name="norm2", **kw)(y))
+            )
+            y = conv2d(out, 1, 1, name="conv3", **kw)(
+                nn.relu(batch_norm(train, name="norm3", **kw)(y))
+            )
         return y + shortcut
 
 
@@ -93,19 +81,19 @@ class PreActResNet(Classifier):
         v, kw = self.variant, self._kw
         taps, x = {}, x.astype(self.dtype)
         if v.stem == "imagenet":
-            x = _conv(64, 7, 2, "stem_conv", kw)(x)
+            x = conv2d(64, 7, 2, name="stem_conv", **kw)(x)
             if v.stem_norm:
-                x = nn.relu(_bn(train, "stem_norm", kw)(x))
+                x = nn.relu(batch_norm(train, name="stem_norm", **kw)(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         else:
-            x = _conv(v.widths[0], 3, 1, "stem_conv", kw)(x)
+            x = conv2d(v.widths[0], 3, 1, name="stem_conv", **kw)(x)
         taps["stem"] = x
         for s, (depth, planes) in enumerate(zip(v.depths, v.widths, strict=True), start=1):
             for b in range(1, depth + 1):
                 strides = 2 if (b == 1 and s > 1) else 1
                 x = PreActBlock(planes, strides, v, name=f"stage{s}_block{b}", **kw)(x, train=train)
             taps[f"stage{s}"] = x
-        x = nn.relu(_bn(train, "final_norm", kw)(x))
+        x = nn.relu(batch_norm(train, name="final_norm", **kw)(x))
         taps["pre_logits"] = x = jnp.mean(x, axis=(1, 2))
         taps["logits"] = torch_dense(self.num_classes, x.shape[-1], "head", **kw)(x)
         return taps
