@@ -90,8 +90,16 @@ def bench_jax(arch: str, batch: int, size: int, steps: int, dtype: str) -> dict[
     return out
 
 
-def bench_torchvision(arch: str, batch: int, size: int, steps: int) -> dict[str, float]:
-    """Times torchvision's same network: channels_last, SGD + momentum, on the CPU or CUDA."""
+def bench_torchvision(
+    arch: str, batch: int, size: int, steps: int, dtype: str = "float32"
+) -> dict[str, float]:
+    """Times torchvision's same network: channels_last, SGD + momentum, on the CPU or CUDA.
+
+    `dtype="bfloat16"` runs under `torch.autocast` (fp32 parameters, bf16 compute), the
+    counterpart of jaxcnn's `dtype=bfloat16` with float32 parameters.
+    """
+    import contextlib  # noqa: PLC0415
+
     import torch  # noqa: PLC0415
     import torchvision  # noqa: PLC0415
 
@@ -105,10 +113,16 @@ def bench_torchvision(arch: str, batch: int, size: int, steps: int) -> dict[str,
     x = torch.randn(batch, 3, size, size, device=dev).to(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device=dev)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    autocast = (
+        (lambda: torch.autocast(dev, dtype=torch.bfloat16))
+        if dtype == "bfloat16"
+        else contextlib.nullcontext
+    )
 
     def train():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         loss.backward()
         opt.step()
 
@@ -123,7 +137,7 @@ def bench_torchvision(arch: str, batch: int, size: int, steps: int) -> dict[str,
     sync()
     out["train_img_s"] = steps * batch / (time.perf_counter() - t)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast():
         for _ in range(2):
             model(x)
         sync()
@@ -132,6 +146,9 @@ def bench_torchvision(arch: str, batch: int, size: int, steps: int) -> dict[str,
             model(x)
         sync()
     out["infer_img_s"] = steps * batch / (time.perf_counter() - t)
+    out["device"] = (
+        torch.cuda.get_device_name() if dev == "cuda" else f"{dev}, torch {torch.__version__}"
+    )
     return out
 
 
@@ -178,9 +195,10 @@ def main(argv: list[str]) -> int:
         mem += f", device peak {r['device_peak_mib']:.0f} MiB"
     print(mem)
     if _COMPARE.value == "torchvision":
-        t = bench_torchvision(arch, _BATCH.value, _SIZE.value, _STEPS.value)
+        t = bench_torchvision(arch, _BATCH.value, _SIZE.value, _STEPS.value, _DTYPE.value)
         print(
             f"torchvision train {t['train_img_s']:8.1f} img/s   inference {t['infer_img_s']:8.1f} img/s"
+            f"   ({t['device']})"
         )
         print(
             f"ratio jaxcnn/torchvision: train {r['train_img_s'] / t['train_img_s']:.2f}x, "

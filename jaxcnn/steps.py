@@ -80,7 +80,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
 
 
 def train_step(
-    state: TrainState, batch: dict[str, jax.Array], *, label_smoothing: float = 0.0
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    label_smoothing: float = 0.0,
+    aux_weight: float = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a (global) batch.
 
@@ -91,6 +95,9 @@ def train_step(
         state: the train state.
         batch: `image` (N, H, W, C) float32, `label` (N,) int32.
         label_smoothing: epsilon of label smoothing.
+        aux_weight: weight of the auxiliary classifiers' losses for networks that have them
+            (GoogLeNet, Inception-v3: in train mode they return `(logits, (aux1, ...))`); the
+            loss is CE(logits) + aux_weight * sum_i CE(aux_i), as in Szegedy et al. 2014.
 
     Returns:
         (new state, metrics): `loss` (mean), `accuracy` (mean), `finite` (bool).
@@ -99,14 +106,17 @@ def train_step(
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        logits, updates = state.apply_fn(
+        out, updates = state.apply_fn(
             variables,
             batch["image"],
             train=True,
             mutable=["batch_stats"],
             rngs={"dropout": dropout_key},
         )
+        logits, aux = out if isinstance(out, tuple) else (out, ())
         loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
+        for aux_logits in aux:
+            loss += aux_weight * cross_entropy(aux_logits, batch["label"], label_smoothing).mean()
         return loss, (logits, updates.get("batch_stats", {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

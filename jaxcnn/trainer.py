@@ -178,7 +178,12 @@ def train_and_evaluate(
         write_json_atomic(workdir / "config.json", json.loads(cfg.to_json_best_effort()))
 
     train_fn = jax.jit(
-        functools.partial(train_step, label_smoothing=cfg.label_smoothing),
+        functools.partial(
+            train_step,
+            label_smoothing=cfg.label_smoothing,
+            # Networks with auxiliary classifiers declare the weight of their losses.
+            aux_weight=getattr(model.variant, "aux_weight", 0.0),
+        ),
         in_shardings=(rep, split),
         out_shardings=(rep, rep),
         donate_argnums=0,
