@@ -1,0 +1,94 @@
+"""Every registered architecture, traced (not compiled) at the smallest input side it accepts.
+
+For each name of `jaxcnn.list_models()`:
+- at the native resolution (3 channels, native classes), `features()` in eval mode gives
+  `pre_logits` (N, D) and `logits` (N, classes), every tap batch-first, and the convolution +
+  linear MACs counted by `jaxcnn.cost` on that program equal the registry's reference figure;
+- at the smallest input side, with 2 input channels and 5 classes:
+  - eval mode draws no random numbers (deterministic, no dropout / drop-path), train mode draws them
+  exactly when the variant declares a non-zero dropout / drop-path rate;
+  - in train mode every parameter reaches the output (a gradient can flow to it: checked on the
+    traced program, following calls and excluding `stop_gradient`), and BatchNorm statistics
+    come back updated with their shapes.
+Tracing instead of compiling keeps this at a few seconds per network on 2 cores; the numeric checks
+(finite values, non-zero gradients, actual dropout) run on one network per family in test_models.py
+and in each family's training test.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jaxpr_tools import draws_random_numbers, inputs_reaching_outputs
+
+import jaxcnn
+from jaxcnn import cost
+from jaxcnn.models.base import Classifier
+
+BATCH, CHANNELS, CLASSES = 2, 2, 5
+
+
+def _declares_dropout(variant) -> bool:
+    """Whether any rate-like field whose name mentions dropping is non-zero."""
+    values = [getattr(variant, f.name) for f in dataclasses.fields(variant) if "drop" in f.name]
+    return any(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values)
+
+
+@pytest.mark.parametrize("name", jaxcnn.list_models())
+def test_traced_contract(name):
+    info = jaxcnn.get_model_info(name)
+
+    # Native resolution, eval mode: taps, determinism, MACs.
+    model = jaxcnn.create_model(name)
+    x = jax.ShapeDtypeStruct((BATCH, info.resolution, info.resolution, 3), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    jaxpr, taps = jax.make_jaxpr(
+        lambda v, x: model.apply(v, x, train=False, method=model.features), return_shape=True
+    )(variables, x)
+    assert taps["logits"].shape == (BATCH, info.num_classes)
+    assert len(taps["pre_logits"].shape) == 2 and taps["pre_logits"].shape[0] == BATCH
+    for k, t in taps.items():
+        assert t.shape[0] == BATCH, f"tap {k} is not batch-first: {t.shape}"
+    assert not draws_random_numbers(jaxpr), "eval mode must be deterministic"
+    macs = sum(r.macs for r in cost.costs_of_program(jaxpr, variables, x.shape))
+    assert macs == info.macs, f"MACs {macs:,} != reference {info.macs:,}"
+    if type(model).__call__ is not Classifier.__call__:
+        logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+        assert logits.shape == (BATCH, info.num_classes), "eval __call__ returns the logits"
+
+    # Smallest input, any channel count, train mode.
+    model = jaxcnn.create_model(name, num_classes=CLASSES)
+    size = info.min_image_size
+    x = jax.ShapeDtypeStruct((BATCH, size, size, CHANNELS), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+
+    # Train mode: every parameter reaches the outputs; dropout exactly when declared.
+    params = variables["params"]
+    others = {k: v for k, v in variables.items() if k != "params"}
+
+    def train_fn(p, others, x, key):
+        out, updates = model.apply(
+            {"params": p, **others}, x, train=True, mutable=["batch_stats"], rngs={"dropout": key}
+        )
+        return jax.tree.leaves(out), updates
+
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    jaxpr, (outs, updates) = jax.make_jaxpr(train_fn, return_shape=True)(params, others, x, key)
+    assert outs[0].shape == (BATCH, CLASSES)
+    assert all(o.shape == (BATCH, CLASSES) for o in outs), "aux logits must be (N, classes)"
+    if isinstance(model, Classifier) and len(outs) > 1:
+        assert hasattr(info.variant, "aux_weight"), "a network with aux heads declares aux_weight"
+    # Only the logits count (the BatchNorm updates also depend on parameters): the first outputs.
+    reached = inputs_reaching_outputs(jaxpr, num_outputs=len(outs))
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    unreached = [
+        jax.tree_util.keystr(path) for i, (path, _) in enumerate(leaves) if not reached >> i & 1
+    ]
+    assert not unreached, f"parameters that reach no output: {unreached[:5]}"
+    assert jax.tree.map(lambda a: a.shape, updates.get("batch_stats", {})) == jax.tree.map(
+        lambda a: a.shape, others.get("batch_stats", {})
+    )
+    assert draws_random_numbers(jaxpr) == _declares_dropout(info.variant), (
+        "train mode must draw random numbers exactly when the variant declares dropout"
+    )
