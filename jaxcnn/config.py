@@ -14,6 +14,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.arch = "resnet8"
     c.arch_options = ml_collections.ConfigDict()
     c.dtype = "float32"  # computation dtype; "bfloat16" for mixed precision on GPU / TPU
+    # Transfer learning (jaxcnn/transfer.py): initial weights (a run dir, a .safetensors / .pth
+    # file, torchvision:NAME or timm:NAME), what to freeze (none | backbone | a comma list of
+    # top-level modules such as stem,stage1), and the backbone's learning rate relative to the head.
+    c.init_from = ml_collections.config_dict.placeholder(str)
+    c.freeze = "none"
+    c.backbone_lr_mult = 1.0
     # Data.
     c.dataset = "fashion_mnist"
     c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir; None: TFDS default

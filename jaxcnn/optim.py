@@ -58,12 +58,21 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(cfg: Any, schedule: Callable[[Any], Any]) -> optax.GradientTransformation:
+def make_optimizer(
+    cfg: Any, schedule: Callable[[Any], Any], labels: Any = None
+) -> optax.GradientTransformation:
     """SGD (momentum / Nesterov), AdamW or RMSprop with weight decay, then the plateau scale.
 
     Reads `cfg.optimizer`, `cfg.momentum`, `cfg.nesterov`, `cfg.weight_decay`,
-    `cfg.wd_exclude_bn_bias`. SGD and RMSprop add L2 decay to the gradient (the ResNet paper's
-    "weight decay of 0.0001"); AdamW decouples it (Loshchilov & Hutter 2019).
+    `cfg.wd_exclude_bn_bias`, `cfg.backbone_lr_mult`. SGD and RMSprop add L2 decay to the gradient
+    (the ResNet paper's "weight decay of 0.0001"); AdamW decouples it (Loshchilov & Hutter 2019).
+
+    Args:
+        cfg: the configuration.
+        schedule: the learning-rate schedule.
+        labels: for fine-tuning, a pytree like the parameters with `train`, `backbone` (learning
+            rate times `cfg.backbone_lr_mult`) or `frozen` (no update, no decay, no momentum) per
+            leaf (`jaxcnn.transfer.param_labels`); None trains everything alike.
     """
     mask = decay_mask if cfg.wd_exclude_bn_bias else None
     wd = float(cfg.weight_decay)
@@ -82,6 +91,17 @@ def make_optimizer(cfg: Any, schedule: Callable[[Any], Any]) -> optax.GradientTr
         )
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    if labels is not None:
+        mult = float(cfg.get("backbone_lr_mult", 1.0))
+        tx = optax.multi_transform(
+            {
+                "train": tx,
+                # Scaling the update scales the learning rate for SGD, AdamW and RMSprop alike.
+                "backbone": optax.chain(tx, optax.scale(mult)),
+                "frozen": optax.set_to_zero(),
+            },
+            labels,
+        )
     return optax.chain(tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
 
 

@@ -85,6 +85,7 @@ def train_step(
     *,
     label_smoothing: float = 0.0,
     aux_weight: float = 0.0,
+    frozen_stats: Any = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a (global) batch.
 
@@ -98,6 +99,8 @@ def train_step(
         aux_weight: weight of the auxiliary classifiers' losses for networks that have them
             (GoogLeNet, Inception-v3: in train mode they return `(logits, (aux1, ...))`); the
             loss is CE(logits) + aux_weight * sum_i CE(aux_i), as in Szegedy et al. 2014.
+        frozen_stats: a pytree like `batch_stats` of Python bools: True keeps that running
+            statistic unchanged (the BatchNorm layers of a frozen backbone).
 
     Returns:
         (new state, metrics): `loss` (mean), `accuracy` (mean), `finite` (bool).
@@ -120,6 +123,13 @@ def train_step(
         return loss, (logits, updates.get("batch_stats", {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if frozen_stats is not None:
+        batch_stats = jax.tree.map(
+            lambda keep, old, new: old if keep else new,
+            frozen_stats,
+            state.batch_stats,
+            batch_stats,
+        )
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))

@@ -66,6 +66,23 @@ _SCHEDULE = flags.DEFINE_enum(
     "Learning-rate schedule; 'plateau' divides the lr by 10 when eval accuracy stops improving.",
 )
 _SEED = flags.DEFINE_integer("seed", None, "Seed of initialisation, shuffling and augmentation.")
+_INIT_FROM = flags.DEFINE_string(
+    "init_from",
+    None,
+    "Initial weights: a jaxcnn run directory, a .safetensors / .pth file (torchvision / timm "
+    "names), or torchvision:NAME / timm:NAME from the model zoo. The head is re-initialised when "
+    "the class count differs; what was loaded, adapted or newly initialised is printed.",
+)
+_FREEZE = flags.DEFINE_string(
+    "freeze",
+    None,
+    "none | backbone (everything but the classifier: linear probing) | a comma list of top-level "
+    "modules or prefixes (stem,stage1,stage2). Frozen parameters and their BatchNorm statistics "
+    "stay exactly unchanged.",
+)
+_BACKBONE_LR = flags.DEFINE_float(
+    "backbone_lr_mult", None, "Learning rate of the non-head parameters relative to the head's."
+)
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() (multi-host TPU pods / GPU clusters)."
 )
@@ -87,6 +104,9 @@ _SHORTHANDS = {
     "optimizer": _OPTIMIZER,
     "schedule": _SCHEDULE,
     "seed": _SEED,
+    "init_from": _INIT_FROM,
+    "freeze": _FREEZE,
+    "backbone_lr_mult": _BACKBONE_LR,
 }
 
 
@@ -128,7 +148,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         result = trainer.train_and_evaluate(cfg, workdir, should_stop=lambda _: stop.is_set())
-    except (ValueError, DatasetUnavailableError, trainer.TrainingError) as e:
+    except (ValueError, FileNotFoundError, DatasetUnavailableError, trainer.TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1 if isinstance(e, trainer.TrainingError) else 2
     return 130 if result.interrupted else 0

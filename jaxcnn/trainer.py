@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxcnn import data, optim, sharding
+from jaxcnn import data, optim, sharding, transfer
 from jaxcnn.checkpoint import Checkpointer
 from jaxcnn.models import create_model, get_model_info
 from jaxcnn.runlog import RunLog, write_json_atomic
@@ -76,6 +76,8 @@ def validate(cfg: Any) -> None:
         raise ValueError(
             f"unknown --schedule {cfg.schedule!r}; valid: {', '.join(optim.SCHEDULES)}"
         )
+    if not cfg.backbone_lr_mult >= 0:
+        raise ValueError(f"--backbone_lr_mult must be >= 0, got {cfg.backbone_lr_mult}")
     if cfg.dtype not in _DTYPES:
         raise ValueError(f"unknown dtype {cfg.dtype!r}; valid: {', '.join(_DTYPES)}")
     if cfg.dataset not in data.OFFLINE:
@@ -153,13 +155,30 @@ def train_and_evaluate(
         cfg.arch, num_classes=info.num_classes, dtype=_DTYPES[cfg.dtype], **cfg.arch_options
     )
     schedule = optim.make_schedule(cfg, per_epoch, total)
-    tx = optim.make_optimizer(cfg, schedule)
     rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     input_shape = (1, image_size, image_size, info.image_shape[-1])
+    labels = frozen_stats = None
+    if cfg.freeze != "none" or cfg.backbone_lr_mult != 1.0:
+        shapes = jax.eval_shape(
+            lambda: model.init(jax.random.key(0), jnp.zeros(input_shape), train=False)
+        )
+        frozen = transfer.frozen_modules(shapes["params"], cfg.freeze)  # ValueError if unknown
+        labels = transfer.param_labels(shapes["params"], frozen, cfg.backbone_lr_mult)
+        if frozen:
+            frozen_stats = transfer.stats_mask(shapes.get("batch_stats", {}), frozen)
+            if main:
+                print(f"Frozen: {', '.join(sorted(frozen))} (parameters and BatchNorm statistics).")
+    tx = optim.make_optimizer(cfg, schedule, labels)
     state = jax.jit(
         functools.partial(init_train_state, model, tx, cfg.seed, input_shape), out_shardings=rep
     )()
 
+    # Read --init_from before anything is written, so that a bad source leaves no run directory.
+    source = (
+        transfer.load_init(cfg.init_from, get_model_info(cfg.arch).name, info.image_shape[-1])
+        if cfg.init_from
+        else None
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(workdir, cfg.keep_checkpoints)
     log = RunLog(workdir, enabled=main)
@@ -174,6 +193,16 @@ def train_and_evaluate(
         log.truncate_after(start)
         if main:
             print(f"Resuming {workdir} from step {start}.")
+    elif source is not None:
+        merged, report = transfer.merge_variables(
+            {"params": state.params, "batch_stats": state.batch_stats}, source
+        )
+        state = state.replace(
+            params=jax.device_put(merged["params"], rep),
+            batch_stats=jax.device_put(merged.get("batch_stats", {}), rep),
+        )
+        if main:
+            print(f"--init_from={cfg.init_from}: {report}")
     if main:
         write_json_atomic(workdir / "config.json", json.loads(cfg.to_json_best_effort()))
 
@@ -183,6 +212,7 @@ def train_and_evaluate(
             label_smoothing=cfg.label_smoothing,
             # Networks with auxiliary classifiers declare the weight of their losses.
             aux_weight=getattr(model.variant, "aux_weight", 0.0),
+            frozen_stats=frozen_stats,
         ),
         in_shardings=(rep, split),
         out_shardings=(rep, rep),

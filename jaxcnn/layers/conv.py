@@ -1,5 +1,6 @@
 """Convolution followed by BatchNorm and an optional activation."""
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -7,9 +8,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# He et al. 2015 ("Delving deep into rectifiers") normal init with fan_out, as torchvision's ResNet
-# initialises its convolutions (`kaiming_normal_(mode="fan_out", nonlinearity="relu")`).
-conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+def conv_kernel_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """He et al. 2015 ("Delving deep into rectifiers") normal init with fan_out, as torchvision's
+    ResNet initialises its convolutions (`kaiming_normal_(mode="fan_out", nonlinearity="relu")`).
+
+    The same values as `nn.initializers.variance_scaling(2.0, "fan_out", "normal")` (JAX draws the
+    same bits for a flat and a shaped array), but drawn flat and reshaped: XLA:CPU compiles a
+    normal draw of a 4-D shape about 5x slower, and the jitted `init` of a deep network is
+    dominated by these draws (measured 6.6 s vs 1.3 s for one (3, 3, 16, 16) kernel).
+    """
+    fan_out = shape[-1] * math.prod(shape[:-2])
+    std = math.sqrt(2.0 / fan_out)
+    return (jax.random.normal(key, (math.prod(shape),), dtype) * std).reshape(shape)
 
 
 def torch_linear_init(fan_in: int) -> tuple[Callable, Callable]:

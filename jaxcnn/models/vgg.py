@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import torch_dense
+from jaxcnn.layers import conv_kernel_init, torch_dense
 from jaxcnn.layers.pooling import adaptive_avg_pool, flatten_nchw
 from jaxcnn.models.base import Classifier, check_image_batch
 
@@ -106,9 +106,13 @@ class VGGConv(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         # torchvision: kaiming_normal_(fan_out, relu) weights, zero biases.
-        init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
         x = nn.Conv(
-            self.features, (3, 3), padding=((1, 1), (1, 1)), kernel_init=init, name="conv", **kw
+            self.features,
+            (3, 3),
+            padding=((1, 1), (1, 1)),
+            kernel_init=conv_kernel_init,
+            name="conv",
+            **kw,
         )(x)
         if self.batch_norm:
             x = nn.BatchNorm(
