@@ -136,6 +136,18 @@ def flatten_program(closed_jaxpr) -> tuple[list[Equation], list[int], list[int]]
     return out, inputs, outputs
 
 
+def _live(eqns: list[Equation], outputs: list[int | None]) -> list[Equation]:
+    """The equations the outputs depend on: work whose result is unused (GoogLeNet's auxiliary
+    heads in eval mode) is removed by XLA and not counted here either."""
+    live = {o for o in outputs if o is not None}
+    keep = []
+    for eqn in reversed(eqns):
+        if any(o in live for o in eqn.outputs):
+            keep.append(eqn)
+            live.update(i for i in eqn.inputs if i is not None)
+    return keep[::-1]
+
+
 def _conv_macs(eqn: Equation) -> int:
     """Per-image MACs of `conv_general_dilated`: each output element reads kernel / out-features
     weights (the kernel's input-feature axis is already divided by the group count)."""
@@ -184,10 +196,17 @@ def layer_costs(model: Any, image_size: int, channels: int = 3) -> list[LayerCos
 
 
 def costs_of_program(
-    jaxpr: Any, variables: dict[str, Any], x_shape: tuple[int, ...]
+    jaxpr: Any,
+    variables: dict[str, Any],
+    x_shape: tuple[int, ...],
+    outputs: Sequence[int] | None = None,
 ) -> list[LayerCost]:
-    """The rows of `layer_costs` from an eval-mode program traced by `trace_forward`."""
-    eqns, _, _ = flatten_program(jaxpr)
+    """The rows of `layer_costs` from an eval-mode program traced by `trace_forward`.
+
+    `outputs`: indices of the program's (flattened) outputs whose computation counts; default all.
+    """
+    eqns, _, out_ids = flatten_program(jaxpr)
+    eqns = _live(eqns, out_ids if outputs is None else [out_ids[i] for i in outputs])
     params = traverse_util.flatten_dict(variables.get("params", {}), sep="/")
     params_of: dict[str, int] = {}
     for path, leaf in params.items():

@@ -5,6 +5,7 @@ order, already restricted to this process's share of the split.
 """
 
 import dataclasses
+import fcntl
 import gzip
 import os
 import sys
@@ -194,6 +195,22 @@ def ensure_prepared(name: str, data_dir: str | None) -> None:
     if builder.is_prepared():
         return
     where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    if "://" in where:  # a bucket (gs://...): no local lock to take
+        _prepare(name, data_dir, builder, where)
+        return
+    # Several processes (the hosts of a job on one machine, parallel test workers) may arrive here
+    # at once: one prepares while the others wait, then find the dataset prepared.
+    lock_dir = Path(where).expanduser()
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f".{name}.prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _builder(name, data_dir).is_prepared():
+            return
+        _prepare(name, data_dir, builder, where)
+
+
+def _prepare(name: str, data_dir: str | None, builder: Any, where: str) -> None:
+    """Prepares `name` (called under the preparation lock)."""
     if name == "fashion_mnist" and DEBIAN_FASHION_MNIST_DIR.exists():
         print(
             f"Preparing fashion_mnist in {where} from {DEBIAN_FASHION_MNIST_DIR} (once, ~30 s).",
