@@ -1,6 +1,6 @@
 """jaxcnn: the classic convolutional networks as Flax linen modules.
 
-Public API: `create_model`, `list_models`, `get_model_info`, `__version__`.
+Public API: `create_model`, `list_models`, `get_model_info`, `load_pretrained`, `__version__`.
 """
 
 from jaxcnn.models import (
@@ -14,6 +14,14 @@ from jaxcnn.models import (
 
 __version__ = "0.1.0"
 
+
+def load_pretrained(spec: str, **kw):
+    """Model, variables and zoo entry of published weights; see `jaxcnn.pretrained`."""
+    from jaxcnn.pretrained import load_pretrained as _load  # noqa: PLC0415 (Orbax on demand)
+
+    return _load(spec, **kw)
+
+
 __all__ = [
     "ALIASES",
     "ModelInfo",
@@ -22,4 +30,5 @@ __all__ = [
     "create_model",
     "get_model_info",
     "list_models",
+    "load_pretrained",
 ]
