@@ -10,7 +10,9 @@ half-written checkpoint that a resume would read.
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class Checkpointer:
@@ -59,7 +61,9 @@ class Checkpointer:
 
         Args:
             target: a pytree like the saved state (concrete arrays or ShapeDtypeStructs with
-                shardings), e.g. a freshly initialised state; None restores the saved tree as is.
+                shardings), e.g. a freshly initialised state; None restores the saved tree as is,
+                on this host's first device (whatever devices saved it: a run trained on a GPU
+                or a pod restores on a laptop).
             step: which step (default: the newest).
             which: "latest" or "best".
 
@@ -70,6 +74,16 @@ class Checkpointer:
         step = mgr.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no {which} checkpoint in {mgr.directory}")
+        if target is None:
+            # Without a target Orbax puts each array back on the device it was saved from and
+            # refuses another topology ("Topology mismatch"): read the shapes, place them here.
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            saved = ocp.StandardCheckpointHandler().metadata(
+                epath.Path(mgr.directory) / str(step) / "state"
+            )
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved
+            )
         out = mgr.restore(
             step,
             args=ocp.args.Composite(

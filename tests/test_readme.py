@@ -13,7 +13,7 @@ def readme_commands():
 def test_ci_runs_the_readme_test_command():
     main_job, tests = readme_commands()
     assert main_job.endswith("python -m jaxcnn.train")
-    assert tests.endswith("python -m pytest -q")
+    assert tests.endswith("python -m pytest -q -n 2")  # two workers: one per core here
     assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
 
 

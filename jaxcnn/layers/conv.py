@@ -63,14 +63,18 @@ def conv2d(
     )
 
 
-def batch_norm(train: bool, *, name: str, epsilon: float = 1e-5, **kw: Any) -> nn.BatchNorm:
-    """BatchNorm with PyTorch's defaults: momentum 0.1 on the new statistic, epsilon 1e-5.
+def batch_norm(
+    train: bool, *, name: str, epsilon: float = 1e-5, momentum: float = 0.1, **kw: Any
+) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's defaults and convention: `momentum` is the weight of the new batch
+    statistic (0.1; TF ports use 0.01), epsilon 1e-5 (TF ports: 1e-3).
 
     `train`: normalise with (and update) the batch statistics; else use the running ones.
     `kw`: dtype / param_dtype / scale_init.
     """
+    # Flax's momentum is the weight of the old running statistic.
     return nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=epsilon, name=name, **kw
+        use_running_average=not train, momentum=1.0 - momentum, epsilon=epsilon, name=name, **kw
     )
 
 
@@ -84,6 +88,7 @@ class ConvBN(nn.Module):
         groups: `feature_group_count` of the convolution (ResNeXt cardinality).
         act: activation applied after BatchNorm, or None.
         bn_epsilon: BatchNorm epsilon (PyTorch: 1e-5).
+        bn_momentum: BatchNorm momentum, PyTorch's convention (0.1; TF ports 0.01).
         scale_init: init of the BatchNorm scale (zeros for a zero-initialised residual branch).
         dtype: computation dtype.
         param_dtype: parameter dtype.
@@ -95,6 +100,7 @@ class ConvBN(nn.Module):
     groups: int = 1
     act: Callable[[jax.Array], jax.Array] | None = nn.relu
     bn_epsilon: float = 1e-5
+    bn_momentum: float = 0.1
     scale_init: Callable = nn.initializers.ones
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -106,9 +112,14 @@ class ConvBN(nn.Module):
         x = conv2d(
             self.features, self.kernel_size, self.strides, groups=self.groups, name="conv", **kw
         )(x)
-        x = batch_norm(train, name="bn", epsilon=self.bn_epsilon, scale_init=self.scale_init, **kw)(
-            x
-        )
+        x = batch_norm(
+            train,
+            name="bn",
+            epsilon=self.bn_epsilon,
+            momentum=self.bn_momentum,
+            scale_init=self.scale_init,
+            **kw,
+        )(x)
         return x if self.act is None else self.act(x)
 
 

@@ -3,17 +3,21 @@
 Papers:
 - Howard et al. 2017, "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
   Applications", Table 1: a 3x3/2 conv, then 13 depthwise-separable blocks (3x3 depthwise + BN + ReLU,
-  1x1 pointwise + BN + ReLU), global average pool, linear head. Width multiplier `alpha`.
+  1x1 pointwise + BN + ReLU), global average pool, linear head. Width multiplier `alpha`
+  (Table 6: 1.0, 0.75, 0.5, 0.25), registered as `mobilenet_v1`, `mobilenet_v1_075`, `_050`, `_025`.
 - Sandler et al. 2018, "MobileNetV2: Inverted Residuals and Linear Bottlenecks", Table 2: inverted
   residual blocks (1x1 expand by t + ReLU6, 3x3 depthwise + ReLU6, linear 1x1 projection; a residual
   when the shape is kept), a 1x1 conv to 1280, dropout 0.2, linear head. torchvision's layout.
 
-Channel counts are `make_divisible(c * width_mult, 8)`, as in the TF reference code and torchvision.
+Channel counts are `make_divisible(c * width_mult, 8)`, as in the TF reference code, torchvision and
+timm; at the paper's four widths every v1 width is already a multiple of 8, so this equals the
+paper's `int(c * alpha)` (pytorchcv's rule).
 Parameter trees: v1 `stem/{conv,bn}`, `block{i}/{dw,pw}/{conv,bn}`, `head`; v2 `stem/{conv,bn}`,
 `block{i}/{[expand,]dw,project}/{conv,bn}`, `final/{conv,bn}`, `head`.
 """
 
 import dataclasses
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -51,6 +55,8 @@ class MobileNetV1Variant:
     )
     stem: int = 32
     width_mult: float = 1.0
+    # The paper uses ReLU; TF-slim's reference code and timm's `mobilenetv1_100` use ReLU6.
+    relu6: bool = False
     num_classes: int = 1000
 
 
@@ -94,12 +100,12 @@ class MobileNetV1(Classifier):
         check_image_batch(x, "MobileNetV1")
         v, kw = self.variant, self._kw
         taps, x = {}, x.astype(self.dtype)
-        taps["stem"] = x = ConvBN(make_divisible(v.stem * v.width_mult), 3, 2, name="stem", **kw)(
-            x, train=train
-        )
+        act = jax.nn.relu6 if v.relu6 else nn.relu
+        stem = make_divisible(v.stem * v.width_mult)
+        taps["stem"] = x = ConvBN(stem, 3, 2, act=act, name="stem", **kw)(x, train=train)
         for i, (c, s) in enumerate(v.blocks, start=1):
             taps[f"block{i}"] = x = DepthwiseSeparable(
-                make_divisible(c * v.width_mult), s, name=f"block{i}", **kw
+                make_divisible(c * v.width_mult), s, act, name=f"block{i}", **kw
             )(x, train=train)
         taps["pre_logits"] = x = jnp.mean(x, axis=(1, 2))
         taps["logits"] = torch_dense(self.num_classes, x.shape[-1], "head", **kw)(x)
@@ -107,10 +113,11 @@ class MobileNetV1(Classifier):
 
 
 class DepthwiseSeparable(nn.Module):
-    """3x3 depthwise conv + BN + ReLU, then 1x1 pointwise conv + BN + ReLU."""
+    """3x3 depthwise conv + BN + act, then 1x1 pointwise conv + BN + act (act: ReLU or ReLU6)."""
 
     features: int
     strides: int
+    act: Callable[[jax.Array], jax.Array] = nn.relu
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -118,8 +125,8 @@ class DepthwiseSeparable(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         c = x.shape[-1]
-        x = ConvBN(c, 3, self.strides, groups=c, name="dw", **kw)(x, train=train)
-        return ConvBN(self.features, 1, 1, name="pw", **kw)(x, train=train)
+        x = ConvBN(c, 3, self.strides, groups=c, act=self.act, name="dw", **kw)(x, train=train)
+        return ConvBN(self.features, 1, 1, act=self.act, name="pw", **kw)(x, train=train)
 
 
 class InvertedResidual(nn.Module):
@@ -176,14 +183,25 @@ class MobileNetV2(Classifier):
         return taps
 
 
-VARIANTS = {"mobilenet_v1": MobileNetV1Variant(), "mobilenet_v2": MobileNetV2Variant()}
+VARIANTS = {
+    "mobilenet_v1": MobileNetV1Variant(),
+    # Table 6 / 8: the width multiplier alpha at 224 px (timm 1.0.31 registers no such widths).
+    "mobilenet_v1_075": MobileNetV1Variant(width_mult=0.75),
+    "mobilenet_v1_050": MobileNetV1Variant(width_mult=0.5),
+    "mobilenet_v1_025": MobileNetV1Variant(width_mult=0.25),
+    "mobilenet_v2": MobileNetV2Variant(),
+}
+_V1_PAPER = "Howard et al. 2017, MobileNets, Tables 1, 6 and 8"
+_V1_NOTES = (
+    "timm mobilenetv1_100 layout (ReLU as in the paper; relu6=True for timm's default ReLU6); "
+    "other widths via create_model(..., width_mult=a), channels rounded to multiples of 8"
+)
 REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "mobilenet_v1": (
-        "Howard et al. 2017, MobileNets, Tables 1 and 8",
-        4_231_976,
-        568_740_352,
-        "width_mult=0.25..1.0 via create_model(..., width_mult=a), channels rounded to multiples of 8",
-    ),
+    "mobilenet_v1": (_V1_PAPER, 4_231_976, 568_740_352, _V1_NOTES),
+    # pytorchcv mobilenet_w3d4 / wd2 / wd4 (the same counts as timm's builder at these widths).
+    "mobilenet_v1_075": (_V1_PAPER, 2585560, 325400448, _V1_NOTES),
+    "mobilenet_v1_050": (_V1_PAPER, 1331592, 149497088, _V1_NOTES),
+    "mobilenet_v1_025": (_V1_PAPER, 470072, 41030272, _V1_NOTES),
     "mobilenet_v2": (
         "Sandler et al. 2018, MobileNetV2, Table 2",
         3_504_872,
@@ -191,10 +209,10 @@ REFERENCE: dict[str, tuple[str, int, int, str]] = {
         "torchvision layout; width_mult via create_model(..., width_mult=a)",
     ),
 }
-_MODULES = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}
 
 
 def registry_entries():
     """(name, family, module, variant, native resolution, smallest input side) of each variant."""
     for name, v in VARIANTS.items():
-        yield name, "mobilenet", _MODULES[name], v, 224, 32
+        module = MobileNetV1 if isinstance(v, MobileNetV1Variant) else MobileNetV2
+        yield name, "mobilenet", module, v, 224, 32

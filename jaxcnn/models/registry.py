@@ -10,12 +10,22 @@ import jax.numpy as jnp
 from jaxcnn.models import (
     alexnet,
     densenet,
+    efficientnet,
+    googlenet,
+    inception_v3,
+    inception_v4,
     lenet,
     mobilenet,
+    mobilenet_v3,
+    nasnet,
+    pnasnet,
     resnet,
     resnet_v2,
+    senet,
     shufflenet,
+    shufflenet_v1,
     vgg,
+    wrn,
 )
 
 
@@ -66,12 +76,53 @@ ALIASES: dict[str, str] = {
     "wide_resnet101": "wide_resnet101_2",
     "wrn50_2": "wide_resnet50_2",
     "wrn101_2": "wide_resnet101_2",
+    # "WRN-28-10" -> "wrn_28_10" (resolve_name maps "-" to "_").
+    "wrn_16_8": "wrn16_8",
+    "wrn_28_10": "wrn28_10",
+    "wrn_40_4": "wrn40_4",
+    "se_resnext50": "se_resnext50_32x4d",
+    "se_resnext101": "se_resnext101_32x4d",
+    # timm's names of the same (legacy, Caffe-layout) networks.
+    "legacy_seresnet50": "se_resnet50",
+    "legacy_seresnet101": "se_resnet101",
+    "legacy_seresnet152": "se_resnet152",
+    "legacy_seresnext50_32x4d": "se_resnext50_32x4d",
+    "legacy_seresnext101_32x4d": "se_resnext101_32x4d",
+    "legacy_senet154": "senet154",
+    # timm / Cadene names, and the reference table's spelling of PNASNet-5 Large.
+    "nasnetalarge": "nasnet_a_large",
+    "nasnetamobile": "nasnet_a_mobile",
+    "pnasnet5_large": "pnasnet5large",
+    # timm's names of the same MobileNetV3s (same parameter count, timm's own state-dict layout).
+    "mobilenetv3_large_100": "mobilenet_v3_large",
+    "mobilenetv3_small_100": "mobilenet_v3_small",
+    # "ShuffleNet 1x (g=3)", the paper's headline network.
+    "shufflenet_v1": "shufflenet_v1_g3",
 }
 
 
 # Each family module lists its variants (`registry_entries`) and their reference figures
 # (`REFERENCE`: paper, params, MACs, notes).
-_FAMILIES = (lenet, alexnet, vgg, resnet, resnet_v2, densenet, mobilenet, shufflenet)
+_FAMILIES = (
+    lenet,
+    alexnet,
+    vgg,
+    googlenet,
+    inception_v3,
+    inception_v4,
+    resnet,
+    resnet_v2,
+    densenet,
+    mobilenet,
+    mobilenet_v3,
+    shufflenet,
+    shufflenet_v1,
+    efficientnet,
+    senet,
+    wrn,
+    nasnet,
+    pnasnet,
+)
 
 
 def _register() -> None:

@@ -1,0 +1,265 @@
+"""EfficientNet B0-B7: counts, torchvision parity and layout, compound scaling, stochastic depth,
+a short training run."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcnn
+from jaxcnn import convert
+from jaxcnn.layers import DropPath
+from jaxcnn.models import efficientnet as E
+
+# Parameter counts of torchvision's efficientnet_b0..b7, reference_numbers.json rows
+# "efficientnet_b0".."efficientnet_b7" (key `params`).
+REFERENCE_PARAMS = {
+    "efficientnet_b0": 5_288_548,
+    "efficientnet_b1": 7_794_184,
+    "efficientnet_b2": 9_109_994,
+    "efficientnet_b3": 12_233_232,
+    "efficientnet_b4": 19_341_616,
+    "efficientnet_b5": 30_389_784,
+    "efficientnet_b6": 43_040_704,
+    "efficientnet_b7": 66_347_960,
+}
+NAMES = sorted(REFERENCE_PARAMS)
+
+
+def _template(model, size: int = 32, channels: int = 3):
+    return jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, channels)), train=False)
+    )
+
+
+def _variables(module, x, seed: int = 0):
+    """Random variables of the template's shapes, made in numpy: a jitted `init` of these networks
+    compiles for tens of seconds on CPU, which these tests do not need."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))
+
+    def fill(path, leaf):
+        name = path[-1].key
+        if name in ("scale", "var"):
+            return jnp.ones(leaf.shape, leaf.dtype)
+        return jnp.asarray(rng.standard_normal(leaf.shape) * 0.1, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def _count(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree["params"]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_count_and_registry(name):
+    info = jaxcnn.get_model_info(name)
+    assert info.params == REFERENCE_PARAMS[name]
+    assert _count(_template(jaxcnn.create_model(name))) == REFERENCE_PARAMS[name]
+    assert info.resolution == E.SCALING[name][2]
+
+
+def test_released_table():
+    """The released (width, depth, resolution, dropout) table, as torchvision builds it."""
+    assert E.SCALING == {
+        "efficientnet_b0": (1.0, 1.0, 224, 0.2),
+        "efficientnet_b1": (1.0, 1.1, 240, 0.2),
+        "efficientnet_b2": (1.1, 1.2, 260, 0.3),
+        "efficientnet_b3": (1.2, 1.4, 300, 0.3),
+        "efficientnet_b4": (1.4, 1.8, 380, 0.4),
+        "efficientnet_b5": (1.6, 2.2, 456, 0.4),
+        "efficientnet_b6": (1.8, 2.6, 528, 0.5),
+        "efficientnet_b7": (2.0, 3.1, 600, 0.5),
+    }
+
+
+def test_features_taps_and_any_channel_count():
+    model = jaxcnn.create_model("efficientnet_b0", num_classes=7)
+    x = jnp.ones((2, 64, 64, 5))
+    variables = _template(model, 64, 5)
+    taps = jax.eval_shape(lambda v: model.apply(v, x, method=model.features), variables)
+    shapes = {k: v.shape for k, v in taps.items()}
+    assert shapes == {
+        "stem": (2, 32, 32, 32),
+        "stage1": (2, 32, 32, 16),
+        "stage2": (2, 16, 16, 24),
+        "stage3": (2, 8, 8, 40),
+        "stage4": (2, 4, 4, 80),
+        "stage5": (2, 4, 4, 112),
+        "stage6": (2, 2, 2, 192),
+        "stage7": (2, 2, 2, 320),
+        "final": (2, 2, 2, 1280),
+        "pre_logits": (2, 1280),
+        "logits": (2, 7),
+    }
+    with pytest.raises(ValueError, match="NHWC"):
+        jax.eval_shape(lambda v: model.apply(v, x[0], train=False), variables)
+
+
+# ---------------------------------------------------------------- torchvision
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+
+def _randomize(tv_model, seed: int = 0) -> None:
+    """Random BN affine / running statistics and SE biases, so eval mode exercises every tensor."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in tv_model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_b5"])
+def test_eval_parity_with_torchvision(name):
+    """32 px (the smallest input, 1x1 after the last stride), batch 2. B5 has TF BatchNorm eps."""
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, name)(weights=None).eval()
+    _randomize(tv)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = tv(torch.from_numpy(x)).numpy()
+    model = jaxcnn.create_model(name)
+    variables = convert.from_torch(name, tv.state_dict(), _template(model))
+    apply = jax.jit(functools.partial(model.apply, train=False))
+    got = np.asarray(apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1))))
+    err = float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
+    assert err < 1e-5, err
+    back = convert.to_torch(name, variables)
+    sd = {k: v for k, v in tv.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert set(back) == set(sd)
+    for k, v in sd.items():
+        np.testing.assert_array_equal(back[k], v.numpy(), err_msg=k)
+
+
+def test_torchvision_layout_of_all_eight():
+    """torchvision's b0..b7 state dicts fit the converter; dropout, per-block stochastic-depth rates
+    and BatchNorm eps / momentum equal torchvision's."""
+    for name in NAMES:
+        tv = getattr(torchvision.models, name)(weights=None)
+        variant = jaxcnn.get_model_info(name).variant
+        model = jaxcnn.create_model(name)
+        convert.from_torch(name, tv.state_dict(), _template(model))  # raises on any misfit
+        assert tv.classifier[0].p == variant.dropout
+        tv_rates = [blk.stochastic_depth.p for stage in tv.features[1:-1] for blk in stage]
+        np.testing.assert_allclose([b.drop_rate for b in variant.blocks()], tv_rates, rtol=1e-12)
+        bns = {(m.eps, m.momentum) for m in tv.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+        assert bns == {(variant.bn_epsilon, variant.bn_momentum)}, name
+
+
+def test_missing_tensor_is_named():
+    tv = torchvision.models.efficientnet_b0(weights=None)
+    sd = dict(tv.state_dict())
+    del sd["features.2.1.block.2.fc1.bias"]
+    model = jaxcnn.create_model("efficientnet_b0")
+    with pytest.raises(
+        convert.WeightMismatchError, match=r"no tensor 'features\.2\.1\.block\.2\.fc1\.bias'"
+    ):
+        convert.from_torch("efficientnet_b0", sd, _template(model))
+
+
+# ---------------------------------------------------------------- compound scaling
+
+
+@pytest.mark.parametrize(
+    "phi, depth, width, resolution",
+    # By hand: 1.2**phi, 1.1**phi, round(224 * 1.15**phi) = round(224, 257.6, 296.24, 340.68).
+    [(0, 1.0, 1.0, 224), (1, 1.2, 1.1, 258), (2, 1.44, 1.21, 296), (3, 1.728, 1.331, 341)],
+)
+def test_compound_formula(phi, depth, width, resolution):
+    model, res = E.efficientnet_compound(phi)
+    assert res == resolution
+    assert model.variant.depth_mult == pytest.approx(depth, rel=1e-12)
+    assert model.variant.width_mult == pytest.approx(width, rel=1e-12)
+    if phi > 0:  # the released table is not the formula
+        w, d, r, _ = E.SCALING[f"efficientnet_b{phi}"]
+        assert d < depth and w < width and r < resolution
+
+
+def test_compound_phi0_is_b0_and_negative_phi_builds():
+    model, res = E.efficientnet_compound(0)
+    assert (model.variant, res) == (jaxcnn.get_model_info("efficientnet_b0").variant, 224)
+    assert _count(_template(model)) == REFERENCE_PARAMS["efficientnet_b0"]
+    small, res = E.efficientnet_compound(-4, num_classes=10)
+    assert res == round(224 * 1.15**-4) == 128
+    v = small.variant
+    assert [sum(b.stage == s for b in v.blocks()) for s in range(1, 8)] == [
+        math.ceil(n * 1.2**-4) for *_, n in E.B0_STAGES
+    ]
+    assert _count(_template(small)) < REFERENCE_PARAMS["efficientnet_b0"] / 2
+
+
+# ---------------------------------------------------------------- stochastic depth
+
+
+def test_drop_path_eval_identity_train_unbiased():
+    x = jnp.ones((20_000, 3, 2))
+    layer = DropPath(0.3)
+    assert (layer.apply({}, x, deterministic=True) == x).all()
+    y = np.asarray(layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(1)}))
+    per_sample = y.reshape(len(y), -1)
+    assert (per_sample == per_sample[:, :1]).all()  # one draw per sample
+    np.testing.assert_allclose(np.unique(per_sample), [0.0, 1 / 0.7], rtol=1e-6)
+    # Mean 1 (std 0.0046 over 20,000 samples); without the 1/0.7 scaling it would be 0.7.
+    assert abs(per_sample.mean() - 1.0) < 0.03
+    assert abs((per_sample[:, 0] == 0).mean() - 0.3) < 0.02
+    assert (DropPath(1.0).apply({}, x, deterministic=False) == 0).all()
+    with pytest.raises(ValueError, match="rate"):
+        DropPath(1.5).apply({}, x, deterministic=False)
+
+
+def test_mbconv_stochastic_depth_only_in_train_mode():
+    """A residual block whose branch is always dropped returns its input in train mode only."""
+    spec = E.MBConvSpec(1, 2, 6, 3, 1, 16, 16, drop_rate=1.0)
+    block = E.MBConv(spec)
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 16))
+    variables = _variables(block, x)
+
+    @functools.partial(jax.jit, static_argnames="train")
+    def run(train):
+        rngs = {"dropout": jax.random.key(2)}
+        return block.apply(variables, x, train=train, mutable=["batch_stats"], rngs=rngs)[0]
+
+    np.testing.assert_array_equal(run(True), x)
+    assert not np.allclose(run(False), x)
+
+
+def test_model_stochastic_depth_wired():
+    """With dropout off, train-mode outputs still depend on the 'dropout' rng (stochastic depth)."""
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+    small = {"num_classes": 10, "width_mult": 0.25, "depth_mult": 0.5, "dropout": 0.0}
+    model = jaxcnn.create_model("efficientnet_b0", stochastic_depth_prob=0.5, **small)
+    variables = _variables(model, x)
+
+    @jax.jit
+    def train(key):
+        return model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": key})
+
+    assert not np.allclose(train(jax.random.key(0))[0], train(jax.random.key(1))[0])
+
+
+# ---------------------------------------------------------------- training
+
+
+@pytest.mark.slow
+def test_digits_learns(tmp_path):
+    """B0 at width 0.25, depth 0.25 (one block per stage) on 32 px digits (8x8 upscaled), through
+    the trainer; 3 epochs (measured 0.878 test accuracy). Most of its time is XLA compilation."""
+    from jaxcnn import trainer  # noqa: PLC0415
+    from jaxcnn.config import get_config  # noqa: PLC0415
+
+    cfg = get_config()
+    cfg.arch, cfg.dataset, cfg.batch_size, cfg.epochs = "efficientnet_b0", "digits", 32, 3
+    cfg.arch_options = {"width_mult": 0.25, "depth_mult": 0.25}
+    cfg.image_size, cfg.log_every_steps, cfg.lr = 32, 20, 0.05
+    result = trainer.train_and_evaluate(cfg, tmp_path)
+    assert result.eval_accuracy > 0.5
