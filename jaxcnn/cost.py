@@ -330,8 +330,8 @@ def receptive_field(model: Any, image_size: int, channels: int = 3) -> dict[str,
     residual network's field is that of its deepest path).
 
     Returns:
-        `receptive_field` (pixels, may exceed the image), `jump` (the feature map's stride in
-        input pixels), `feature_shape` as (H, W, C) ... packed as a dict.
+        A dict: `receptive_field` (pixels, may exceed the image), `jump` (the feature map's stride
+        in input pixels) and `feature_shape` (H, W, C) of that feature map.
     """
     jaxpr, _, x_shape = trace_forward(model, image_size, channels)
     eqns, inputs, _ = flatten_program(jaxpr)

@@ -132,9 +132,9 @@ def load_pretrained(spec: str, *, dtype: Any = None) -> tuple[Any, dict[str, Any
     if meta_path.exists():
         variables = ocp.StandardCheckpointer().restore((converted / "variables").absolute())
         return model, variables, json.loads(meta_path.read_text())
-    variables = load_init(str(weights_file(key, entry["arch"])), entry["arch"])
-    variables = jax.tree.map(jnp.asarray, variables)
-    meta = dict(entry, spec=key, sha256=_sha256(weights_file(key, entry["arch"])))
+    path = weights_file(key, entry["arch"])
+    variables = jax.tree.map(jnp.asarray, load_init(str(path), entry["arch"]))
+    meta = dict(entry, spec=key, sha256=_sha256(path))
     converted.mkdir(parents=True, exist_ok=True)
     ckptr = ocp.StandardCheckpointer()
     target = (converted / "variables").absolute()

@@ -12,6 +12,7 @@ Multi-host (TPU pods, GPU clusters): pass `--distributed`; every process runs th
 reads its own share of the data.
 """
 
+import contextlib
 import os
 import signal
 import sys
@@ -120,6 +121,12 @@ def main(argv: list[str]) -> int:
         if flag.value is not None:
             cfg[key] = flag.value
     workdir = _WORKDIR.value or os.path.join("runs", f"{cfg.arch}-{cfg.dataset}")
+
+    if cfg.init_from and not str(cfg.init_from).endswith(".safetensors"):
+        # A .pth or torchvision:/timm: source is read with PyTorch, which must be imported before
+        # TensorFlow (the trainer's data pipeline): the other order has crashed the process.
+        with contextlib.suppress(ImportError):
+            import torch  # noqa: F401, PLC0415
 
     # Imported here so that `--help` and flag errors stay fast.
     from jaxcnn import trainer  # noqa: PLC0415

@@ -175,9 +175,7 @@ def train_and_evaluate(
 
     # Read --init_from before anything is written, so that a bad source leaves no run directory.
     source = (
-        transfer.load_init(cfg.init_from, get_model_info(cfg.arch).name, info.image_shape[-1])
-        if cfg.init_from
-        else None
+        transfer.load_init(cfg.init_from, get_model_info(cfg.arch).name) if cfg.init_from else None
     )
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(workdir, cfg.keep_checkpoints)

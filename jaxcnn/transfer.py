@@ -111,7 +111,7 @@ def read_run(workdir: Path) -> tuple[str, dict[str, Any]]:
     return arch, {k: tree[k] for k in ("params", "batch_stats") if k in tree}
 
 
-def load_init(spec: str, arch: str, channels: int = 3) -> dict[str, Any]:
+def load_init(spec: str, arch: str) -> dict[str, Any]:
     """Variables of `arch` (native head) from an --init_from source (see the module doc).
 
     Raises:
