@@ -49,10 +49,10 @@ def main(argv):
     import optax  # noqa: PLC0415
 
     import jaxcnn  # noqa: PLC0415
-    from jaxcnn import transfer  # noqa: PLC0415
+    from jaxcnn.weights import loading as transfer  # noqa: PLC0415
     from jaxcnn.config import get_config  # noqa: PLC0415
-    from jaxcnn.optim import make_optimizer  # noqa: PLC0415
-    from jaxcnn.steps import eval_step, init_train_state, train_step  # noqa: PLC0415
+    from jaxcnn.training.optim import make_optimizer  # noqa: PLC0415
+    from jaxcnn.training.steps import eval_step, init_train_state, train_step  # noqa: PLC0415
 
     t0 = time.time()
     xtr, ytr = arrays("fashion_mnist", "train")

@@ -1,8 +1,11 @@
 """jaxcnn: the classic convolutional networks as Flax linen modules.
 
 Public API: `create_model`, `list_models`, `get_model_info`, `load_pretrained`, `__version__`.
+The libraries are the folders (`models`, `layers`, `data`, `training`, `weights`, `analysis`,
+`reference`); the commands are the top-level modules (`python -m jaxcnn` lists them).
 """
 
+from jaxcnn import _moved
 from jaxcnn.models import (
     ALIASES,
     ModelInfo,
@@ -12,12 +15,14 @@ from jaxcnn.models import (
     list_models,
 )
 
-__version__ = "0.1.0"
+_moved.install()  # the module paths of jaxcnn 0.1 (jaxcnn.trainer, ...) keep working for a release
+
+__version__ = "0.2.0"
 
 
 def load_pretrained(spec: str, **kw):
-    """Model, variables and zoo entry of published weights; see `jaxcnn.pretrained`."""
-    from jaxcnn.pretrained import load_pretrained as _load  # noqa: PLC0415 (Orbax on demand)
+    """Model, variables and zoo entry of published weights; see `jaxcnn.weights.loading`."""
+    from jaxcnn.weights.loading import load_pretrained as _load  # noqa: PLC0415 (Orbax on demand)
 
     return _load(spec, **kw)
 

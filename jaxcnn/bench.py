@@ -36,8 +36,8 @@ def bench_jax(arch: str, batch: int, size: int, steps: int, dtype: str) -> dict[
     import optax  # noqa: PLC0415
 
     import jaxcnn  # noqa: PLC0415
-    from jaxcnn import sharding  # noqa: PLC0415
-    from jaxcnn.steps import eval_step, init_train_state, train_step  # noqa: PLC0415
+    from jaxcnn.training import sharding  # noqa: PLC0415
+    from jaxcnn.training.steps import eval_step, init_train_state, train_step  # noqa: PLC0415
 
     mesh = sharding.make_mesh()
     sharding.check_batch_size(batch, mesh)

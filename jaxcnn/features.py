@@ -104,8 +104,9 @@ def load_run(
         RunError: missing directory, config or checkpoint (the message says which).
         jaxcnn.UnknownModelError: an architecture this version does not know.
     """
-    from jaxcnn import data, trainer  # noqa: PLC0415
-    from jaxcnn.checkpoint import Checkpointer  # noqa: PLC0415
+    from jaxcnn import data  # noqa: PLC0415
+    from jaxcnn.training import loop as trainer  # noqa: PLC0415
+    from jaxcnn.rundir import Checkpointer  # noqa: PLC0415
     from jaxcnn.models import create_model, get_model_info  # noqa: PLC0415
 
     if checkpoint not in CHECKPOINTS:
@@ -330,7 +331,7 @@ def split_features(
 
 def save_npz_atomic(path: str | Path, **arrays: Any) -> None:
     """`np.savez` through a temporary file and a rename: never a half-written file."""
-    from jaxcnn.runlog import atomic_path  # noqa: PLC0415
+    from jaxcnn.rundir import atomic_path  # noqa: PLC0415
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
         np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})

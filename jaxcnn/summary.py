@@ -71,7 +71,7 @@ def render(columns: list[str], rows: list[list[Any]], fmt: str) -> str:
 def layer_table(arch: str, image_size: int | None, channels: int, fmt: str) -> tuple[str, Any]:
     """The per-layer table of one network and its summary."""
     import jaxcnn  # noqa: PLC0415
-    from jaxcnn import cost  # noqa: PLC0415
+    from jaxcnn.analysis import cost  # noqa: PLC0415
 
     info = jaxcnn.get_model_info(arch)
     size = image_size or info.resolution
@@ -114,7 +114,7 @@ def layer_table(arch: str, image_size: int | None, channels: int, fmt: str) -> t
 
 def memory_report(model: Any, s: Any, size: int, channels: int, batch: int, xla: bool) -> str:
     """Forward and training-step memory: analytic and, if `xla`, XLA's analysis."""
-    from jaxcnn import cost  # noqa: PLC0415
+    from jaxcnn.analysis import cost  # noqa: PLC0415
 
     p_bytes = s.params * 4
     lines = [
@@ -151,7 +151,7 @@ def compare_rows(names: list[str]) -> list[dict[str, Any]]:
     from tqdm import tqdm  # noqa: PLC0415
 
     import jaxcnn  # noqa: PLC0415
-    from jaxcnn import cost  # noqa: PLC0415
+    from jaxcnn.analysis import cost  # noqa: PLC0415
     from jaxcnn.accuracy import PUBLISHED_TOP1  # noqa: PLC0415
 
     out = []
@@ -186,7 +186,7 @@ def plot(rows: list[dict[str, Any]], path: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    from jaxcnn.runlog import atomic_path  # noqa: PLC0415
+    from jaxcnn.rundir import atomic_path  # noqa: PLC0415
 
     written = []
     imagenet = [r for r in rows if r["top1"] is not None and r["dataset"] == "ImageNet-1k val"]

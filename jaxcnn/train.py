@@ -129,7 +129,7 @@ def main(argv: list[str]) -> int:
             import torch  # noqa: F401, PLC0415
 
     # Imported here so that `--help` and flag errors stay fast.
-    from jaxcnn import trainer  # noqa: PLC0415
+    from jaxcnn.training import loop as trainer  # noqa: PLC0415
     from jaxcnn.data import DatasetUnavailableError  # noqa: PLC0415
 
     try:

@@ -91,7 +91,7 @@ def save_png(path: str | Path, image: np.ndarray) -> None:
     """Writes an uint8 (H, W, 3) or (H, W) image as a PNG, atomically (never half-written)."""
     from PIL import Image  # noqa: PLC0415
 
-    from jaxcnn.runlog import atomic_path  # noqa: PLC0415
+    from jaxcnn.rundir import atomic_path  # noqa: PLC0415
 
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
@@ -125,7 +125,7 @@ def first_conv_kernel(
     """
     import jax  # noqa: PLC0415
 
-    from jaxcnn import cost  # noqa: PLC0415
+    from jaxcnn.analysis import cost  # noqa: PLC0415
 
     jaxpr, shapes, _ = cost.trace_forward(model, image_size, channels)
     eqns, inputs, _ = cost.flatten_program(jaxpr)

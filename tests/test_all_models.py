@@ -23,7 +23,7 @@ import pytest
 from jaxpr_tools import draws_random_numbers, inputs_reaching_outputs
 
 import jaxcnn
-from jaxcnn import cost
+from jaxcnn.analysis import cost
 from jaxcnn.models.base import Classifier
 
 BATCH, CHANNELS, CLASSES = 2, 2, 5

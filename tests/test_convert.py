@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import convert
+from jaxcnn.weights import convert
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")

@@ -10,7 +10,7 @@ import flax.linen as nn
 import pytest
 
 import jaxcnn
-from jaxcnn import cost
+from jaxcnn.analysis import cost
 
 # AlexNet 2012 (two-GPU grouping), layer by layer: (output C, H, W), params, MACs. Hand counts, as
 # in ../shared/reference/lecture_checks.json `alexnet_layers_groups2`; the lecture's CONV1 row is

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import convert
+from jaxcnn.weights import convert
 from jaxcnn.layers import DropPath
 from jaxcnn.models import efficientnet as E
 
@@ -254,7 +254,7 @@ def test_model_stochastic_depth_wired():
 def test_digits_learns(tmp_path):
     """B0 at width 0.25, depth 0.25 (one block per stage) on 32 px digits (8x8 upscaled), through
     the trainer; 3 epochs (measured 0.878 test accuracy). Most of its time is XLA compilation."""
-    from jaxcnn import trainer  # noqa: PLC0415
+    from jaxcnn.training import loop as trainer  # noqa: PLC0415
     from jaxcnn.config import get_config  # noqa: PLC0415
 
     cfg = get_config()

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcnn import create_model, features, neighbors, trainer, visualize
+from jaxcnn import create_model, features, neighbors, visualize
+from jaxcnn.training import loop as trainer
 from jaxcnn.config import get_config
 
 
@@ -141,7 +142,7 @@ def test_alexnet_filters_in_torchvision_layout():
     """The kernel found is torchvision's `features.0.weight` (64, 3, 11, 11) itself, as the
     converter writes it (no torch import: TensorFlow, imported by the trainer, then torch crashes
     this process), and each tile is that filter, min-max normalised, as RGB."""
-    from jaxcnn import convert
+    from jaxcnn.weights import convert
 
     model = create_model("alexnet")
     rng = np.random.default_rng(0)
@@ -197,8 +198,9 @@ def test_extract_features_pools_and_pads(run_dir):
 _SAVE_ON_8_DEVICES = """
 import json, sys
 import jax, jax.numpy as jnp
-from jaxcnn import create_model, sharding
-from jaxcnn.checkpoint import Checkpointer
+from jaxcnn import create_model
+from jaxcnn.training import sharding
+from jaxcnn.rundir import Checkpointer
 model = create_model("resnet8", num_classes=10)
 mesh = sharding.make_mesh()
 init = lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import convert
+from jaxcnn.weights import convert
 from jaxcnn.layers.pooling import flatten_nchw
 from jaxcnn.models.googlenet import TABLE1, InceptionAux, InceptionModule, InceptionSpec
 
@@ -221,7 +221,7 @@ def test_digits_learns_with_auxiliary_losses(tmp_path):
     """torchvision's layout at width 1/4 with two Inception modules, (4a) and (4b), each feeding
     an auxiliary head (loss weight 0.3), on 32 px digits (8x8 upscaled), two epochs: far above
     chance. Most of its time is XLA compilation, which grows with the number of layers."""
-    from jaxcnn import trainer  # noqa: PLC0415 (TensorFlow after torch segfaults: import late)
+    from jaxcnn.training import loop as trainer  # noqa: PLC0415 (TensorFlow after torch segfaults: import late)
     from jaxcnn.config import get_config  # noqa: PLC0415
 
     cfg = get_config()

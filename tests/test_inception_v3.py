@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import convert
+from jaxcnn.weights import convert
 from jaxcnn.models.inception_v3 import TORCHVISION_BLOCKS, InceptionAux
 
 # Rows inception_v3_tv_aux and inception_v3 of ../shared/reference/reference_numbers.json
@@ -168,7 +168,7 @@ def test_digits_learns_with_auxiliary_loss(tmp_path):
     """Width 1/4, one block of each kind (5b, 6a, 6b, 7a, 7b) with the auxiliary head on 6b (loss
     weight 0.4), 75 px digits (8x8 upscaled), two epochs: far above chance. Most of its time is XLA
     compilation (the jitted init above all)."""
-    from jaxcnn import trainer  # noqa: PLC0415 (TensorFlow after torch segfaults: import late)
+    from jaxcnn.training import loop as trainer  # noqa: PLC0415 (TensorFlow after torch segfaults: import late)
     from jaxcnn.config import get_config  # noqa: PLC0415
 
     keep = ("Mixed_5b", "Mixed_6a", "Mixed_6b", "Mixed_7a", "Mixed_7b")

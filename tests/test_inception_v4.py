@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import convert
+from jaxcnn.weights import convert
 
 # Reference rows `inception_v4` and `inception_resnet_v2` of ../shared/reference/reference_numbers.json
 # (timm builds, 1000 classes; MACs at 299 px, conv and linear layers only).
@@ -162,7 +162,7 @@ def test_missing_tensor_is_named(name, missing):
 def test_digits_learns_small_inception_resnet(tmp_path):
     """Inception-ResNet-v2 cut to one block per stage type and a quarter of the width, 75 px
     digits, two epochs: far above the 10% of chance."""
-    from jaxcnn import trainer
+    from jaxcnn.training import loop as trainer
     from jaxcnn.config import get_config
 
     cfg = get_config()

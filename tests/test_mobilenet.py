@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import convert
+from jaxcnn.weights import convert
 from jaxcnn.models import mobilenet_v3 as V3
 
 # Parameter counts. mobilenet_v3_large / _small and mobilenet_v1: reference_numbers.json rows of the
@@ -238,7 +238,7 @@ def test_digits_learns(tmp_path):
     BatchNorm momentum 0.1 instead of torchvision's 0.01: over 132 steps the running statistics
     that evaluation uses would otherwise still be far from the data's (measured: 0.889 with 0.1;
     the run with 0.01 failed the 0.5 threshold)."""
-    from jaxcnn import trainer  # noqa: PLC0415
+    from jaxcnn.training import loop as trainer  # noqa: PLC0415
     from jaxcnn.config import get_config  # noqa: PLC0415
 
     cfg = get_config()

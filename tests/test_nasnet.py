@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import convert
+from jaxcnn.weights import convert
 from jaxcnn.models import nasnet
 
 # reference_numbers.json rows nasnet_a_large (timm nasnetalarge), nasnet_a_mobile (pytorchcv
@@ -386,7 +386,7 @@ def test_tiny_nasnet_learns_digits(tmp_path):
     """NASNet-A with one normal cell a stage and 8 filters, 32 px digits (8x8 upscaled): 0.91
     after these 2 epochs (0.95 after 3). Most of the time here is XLA compiling the init (one
     threefry kernel per parameter tensor) and the train step."""
-    from jaxcnn import trainer  # noqa: PLC0415
+    from jaxcnn.training import loop as trainer  # noqa: PLC0415
     from jaxcnn.config import get_config  # noqa: PLC0415
 
     cfg = get_config()

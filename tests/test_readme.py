@@ -20,8 +20,8 @@ def test_ci_runs_the_readme_test_command():
 def test_resnet_paper_recipe():
     import importlib.util
 
-    from jaxcnn import optim
-    from jaxcnn.trainer import validate
+    from jaxcnn.training import optim
+    from jaxcnn.training.loop import validate
 
     spec = importlib.util.spec_from_file_location(
         "recipe", ROOT / "experiments" / "resnet_paper.py"

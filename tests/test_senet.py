@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import convert
+from jaxcnn.weights import convert
 from jaxcnn.layers import SqueezeExcite
 
 torch = pytest.importorskip("torch")
@@ -262,7 +262,7 @@ def test_digits_learns(tmp_path):
     10% of chance after 2 epochs (0.925 measured)."""
     # Imported here: the data pipeline loads TensorFlow, which must not precede torch's import of
     # triton (that order crashes the process).
-    from jaxcnn import trainer  # noqa: PLC0415
+    from jaxcnn.training import loop as trainer  # noqa: PLC0415
     from jaxcnn.config import get_config  # noqa: PLC0415
 
     cfg = get_config()

@@ -11,9 +11,9 @@ SCRIPT = textwrap.dedent(
     import functools, json
     import jax, numpy as np
     import jaxcnn
-    from jaxcnn import optim, sharding
+    from jaxcnn.training import optim, sharding
     from jaxcnn.config import get_config
-    from jaxcnn.steps import init_train_state, train_step
+    from jaxcnn.training.steps import init_train_state, train_step
 
     cfg = get_config()
     model = jaxcnn.create_model("resnet8", num_classes=10)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import convert
+from jaxcnn.weights import convert
 from jaxcnn.models import shufflenet_v1 as S
 
 # Parameter counts (1000 classes). shufflenet_v1_g3: reference_numbers.json row "shufflenet_v1_g3"
@@ -165,7 +165,7 @@ def test_missing_tensor_is_named_and_round_trip():
 @pytest.mark.slow
 def test_digits_learns(tmp_path):
     """ShuffleNet 0.5x (g=3) on 32 px digits (8x8 upscaled), through the trainer."""
-    from jaxcnn import trainer  # noqa: PLC0415
+    from jaxcnn.training import loop as trainer  # noqa: PLC0415
     from jaxcnn.config import get_config  # noqa: PLC0415
 
     cfg = get_config()

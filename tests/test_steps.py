@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcnn.steps import init_train_state, train_step
+from jaxcnn.training.steps import init_train_state, train_step
 
 
 class TwoHeads(nn.Module):

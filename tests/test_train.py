@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcnn import trainer
-from jaxcnn.checkpoint import Checkpointer
+from jaxcnn.training import loop as trainer
+from jaxcnn.rundir import Checkpointer
 from jaxcnn.config import get_config
 
 

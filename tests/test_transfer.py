@@ -9,8 +9,10 @@ import optax
 import pytest
 
 import jaxcnn
-from jaxcnn import optim, pretrained, trainer, transfer
-from jaxcnn.checkpoint import Checkpointer
+from jaxcnn.training import finetune, optim
+from jaxcnn.training import loop as trainer
+from jaxcnn.weights import loading, zoo
+from jaxcnn.rundir import Checkpointer
 from jaxcnn.config import get_config
 
 try:  # conftest.py imports torch before TensorFlow (the other order crashes)
@@ -31,7 +33,7 @@ def test_merge_reports_loaded_adapted_initialised_ignored():
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), _shapes("resnet8", 5, 1))
     source = jax.tree.map(lambda s: np.ones(s.shape, s.dtype), _shapes("resnet8", 10, 3))
     source["params"]["extra"] = {"kernel": np.ones((2, 2), np.float32)}
-    merged, report = transfer.merge_variables(target, source)
+    merged, report = loading.merge_variables(target, source)
     assert report.adapted == ["params/stem/conv/kernel"]
     assert set(report.initialised) == {"params/head/kernel", "params/head/bias"}
     assert "params/extra/kernel" in report.ignored and "params/head/kernel" in report.ignored
@@ -44,11 +46,11 @@ def test_merge_reports_loaded_adapted_initialised_ignored():
 
 def test_freeze_selection_and_errors():
     params = _shapes("resnet8", 10, 1)["params"]
-    assert transfer.frozen_modules(params, "none") == set()
-    assert transfer.frozen_modules(params, "backbone") == set(params) - {"head"}
-    assert transfer.frozen_modules(params, "stem,stage1") == {"stem", "stage1_block1"}
+    assert finetune.frozen_modules(params, "none") == set()
+    assert finetune.frozen_modules(params, "backbone") == set(params) - {"head"}
+    assert finetune.frozen_modules(params, "stem,stage1") == {"stem", "stage1_block1"}
     with pytest.raises(ValueError, match="stage9.*stem"):
-        transfer.frozen_modules(params, "stage9")
+        finetune.frozen_modules(params, "stage9")
 
 
 def test_backbone_learning_rate_multiplier():
@@ -60,7 +62,7 @@ def test_backbone_learning_rate_multiplier():
         "body": {"kernel": jnp.ones(3)},
         "head": {"b": jnp.ones(2)},
     }
-    labels = transfer.param_labels(params, {"stem"}, cfg.backbone_lr_mult)
+    labels = finetune.param_labels(params, {"stem"}, cfg.backbone_lr_mult)
     assert labels == {
         "stem": {"kernel": "frozen"},
         "body": {"kernel": "backbone"},
@@ -113,7 +115,7 @@ def test_init_from_run_with_frozen_stem_and_stage1(tmp_path, capsys):
 
 
 def test_init_from_errors_leave_nothing_on_disk(tmp_path):
-    with pytest.raises(transfer.InitFromError, match="no such run directory or weights file"):
+    with pytest.raises(loading.InitFromError, match="no such run directory or weights file"):
         trainer.train_and_evaluate(_cfg(init_from=str(tmp_path / "nope")), tmp_path / "run")
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="matches no top-level module"):
@@ -123,22 +125,22 @@ def test_init_from_errors_leave_nothing_on_disk(tmp_path):
 def test_zoo_offline_message_and_checksum(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXCNN_CACHE", str(tmp_path))
     monkeypatch.setenv("JAXCNN_OFFLINE", "1")
-    key, entry = pretrained.zoo_entry("resnet50")
+    key, entry = zoo.zoo_entry("resnet50")
     assert key == "torchvision:resnet50" and entry["url"].startswith(
         "https://download.pytorch.org/"
     )
     assert entry["top1"] > 75 and entry["input_size"] == 224
     path = tmp_path / "weights" / entry["url"].rsplit("/", 1)[-1]
-    with pytest.raises(transfer.InitFromError, match=f"fetch {entry['url']} and save it as {path}"):
-        pretrained.weights_file(key)
+    with pytest.raises(loading.InitFromError, match=f"fetch {entry['url']} and save it as {path}"):
+        zoo.weights_file(key)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not the weights")
-    with pytest.raises(transfer.InitFromError, match="does not match the published checksum"):
-        pretrained.weights_file(key)
-    with pytest.raises(transfer.InitFromError, match="not resnet18"):
-        pretrained.weights_file(key, "resnet18")
-    with pytest.raises(transfer.InitFromError, match="Closest"):
-        pretrained.zoo_entry("torchvision:resnet5")
+    with pytest.raises(loading.InitFromError, match="does not match the published checksum"):
+        zoo.weights_file(key)
+    with pytest.raises(loading.InitFromError, match="not resnet18"):
+        zoo.weights_file(key, "resnet18")
+    with pytest.raises(loading.InitFromError, match="Closest"):
+        zoo.zoo_entry("torchvision:resnet5")
 
 
 def test_load_pretrained_converts_once_and_caches(tmp_path, monkeypatch):
@@ -147,26 +149,26 @@ def test_load_pretrained_converts_once_and_caches(tmp_path, monkeypatch):
     if torch is None:
         pytest.skip("needs the torch extra")
 
-    from jaxcnn import convert
+    from jaxcnn.weights import convert
 
     monkeypatch.setenv("JAXCNN_CACHE", str(tmp_path))
     monkeypatch.setenv("JAXCNN_OFFLINE", "1")
     torch.manual_seed(0)
     sd = {k: v.numpy() for k, v in torchvision.models.shufflenet_v2_x0_5().state_dict().items()}
-    key, entry = pretrained.zoo_entry("shufflenet_v2_x0_5")
+    key, entry = zoo.zoo_entry("shufflenet_v2_x0_5")
     path = tmp_path / "weights" / entry["url"].rsplit("/", 1)[-1]
     path.parent.mkdir(parents=True)
     # A .pth as torchvision publishes it; its checksum stands in for the published one.
     torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    monkeypatch.setitem(pretrained.ZOO[key], "sha256_prefix", digest[:10])
-    model, variables, meta = pretrained.load_pretrained("shufflenet_v2_x0_5")
+    monkeypatch.setitem(zoo.ZOO[key], "sha256_prefix", digest[:10])
+    model, variables, meta = loading.load_pretrained("shufflenet_v2_x0_5")
     assert meta["sha256"] == digest and (tmp_path / "converted").exists()
     template = _shapes("shufflenet_v2_x0_5", 1000, 3, 64)
     expected = convert.from_torch("shufflenet_v2_x0_5", sd, template)
     for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
     path.unlink()  # the second load needs only the converted cache
-    _, again, _ = pretrained.load_pretrained("shufflenet_v2_x0_5")
+    _, again, _ = loading.load_pretrained("shufflenet_v2_x0_5")
     for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import convert
+from jaxcnn.weights import convert
 
 # ../shared/reference/reference_numbers.json rows wrn16_8_cifar, wrn28_10_cifar, wrn40_4_cifar
 # (paper-faithful builds, 10 classes, no dropout): params.
@@ -124,7 +124,7 @@ def test_taps_dropout_and_channels():
 def test_digits_learns(tmp_path):
     """WRN-16-1 (widen factor 1) on the digits at 16 px, 2 epochs: far above the 10% of chance
     (0.953 measured)."""
-    from jaxcnn import trainer  # noqa: PLC0415  (loads TensorFlow: only where needed)
+    from jaxcnn.training import loop as trainer  # noqa: PLC0415  (loads TensorFlow: only where needed)
     from jaxcnn.config import get_config  # noqa: PLC0415
 
     cfg = get_config()

@@ -25,6 +25,11 @@ from jaxcnn.models import get_model_info
 _IGNORED = re.compile(r"(^|\.)num_batches_tracked$")
 
 
+class InitFromError(ValueError):
+    """Initial weights that cannot be used for the architecture being trained (a missing file, a
+    run of another architecture, a zoo entry that is not there); the message says what to do."""
+
+
 class WeightMismatchError(ValueError):
     """A state dict that does not fit the architecture; the message names the first bad tensor."""
 

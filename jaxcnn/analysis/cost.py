@@ -439,7 +439,7 @@ def xla_train_step_memory(
     """XLA's memory analysis of a compiled training step (SGD with momentum unless given)."""
     import optax  # noqa: PLC0415
 
-    from jaxcnn.steps import init_train_state, train_step  # noqa: PLC0415
+    from jaxcnn.training.steps import init_train_state, train_step  # noqa: PLC0415
 
     tx = optimizer or optax.sgd(0.1, momentum=0.9)
     shape = (batch, image_size, image_size, channels)

@@ -1,8 +1,8 @@
-"""Published weights: find, fetch (when online), verify, convert once and cache.
+"""The published-weights zoo: find an entry, fetch its file (when online), verify it.
 
-`load_pretrained("resnet50")` (torchvision's default weights) or
-`load_pretrained("timm:inception_v4")` returns the model, its variables and the zoo entry (URL,
-checksum, preprocessing, labels, accuracy; `jaxcnn/zoo_data.py`). The weights file is looked for in
+`jaxcnn.load_pretrained("resnet50")` (torchvision's default weights) or
+`load_pretrained("timm:inception_v4")` (`jaxcnn.weights.loading`) returns the model, its variables
+and the zoo entry (URL, checksum, preprocessing, labels, accuracy). The weights file is looked for in
 the cache directory (`$JAXCNN_CACHE`, default `~/.cache/jaxcnn`) under `weights/`; when it is not
 there it is downloaded, unless `JAXCNN_OFFLINE=1`, and its SHA-256 checked against the prefix that
 torchvision publishes in the file name. The converted variables are cached as an Orbax checkpoint in
@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from jaxcnn.transfer import InitFromError
-from jaxcnn.zoo_data import ZOO
+from jaxcnn.weights.convert import InitFromError
+from jaxcnn.weights.zoo_data import ZOO
 
 
 def cache_dir() -> Path:
@@ -57,7 +57,7 @@ def _file_name(spec: str, entry: dict[str, Any]) -> str:
     return f"{spec.split(':', 1)[1]}-{name}" if name == "model.safetensors" else name
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -67,7 +67,7 @@ def _sha256(path: Path) -> str:
 
 def _verify(path: Path, entry: dict[str, Any]) -> None:
     prefix = entry.get("sha256_prefix")
-    if prefix and not _sha256(path).startswith(prefix):
+    if prefix and not sha256(path).startswith(prefix):
         raise InitFromError(
             f"{path} does not match the published checksum (sha256 starting {prefix}): a partial "
             f"or different file; delete it and fetch {entry['url']} again"
@@ -103,47 +103,3 @@ def weights_file(spec: str, arch: str | None = None) -> Path:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
-
-
-def load_pretrained(spec: str, *, dtype: Any = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """Model, variables and zoo entry of published weights (converted once, then cached).
-
-    Args:
-        spec: a jaxcnn name (`resnet50`: torchvision's default weights) or a zoo key
-            (`torchvision:resnet50.IMAGENET1K_V1`, `timm:inception_v4`).
-        dtype: computation dtype of the returned model (default float32).
-
-    Returns:
-        (model with the weights' 1000-class head, variables, entry); `entry` holds the
-        preprocessing (`input_size`, `resize_size`, `interpolation`, `mean`, `std`), the
-        `labels` set, `top1` / `top5`, `url` and `sha256_prefix`.
-    """
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
-    import orbax.checkpoint as ocp  # noqa: PLC0415
-
-    from jaxcnn.models import create_model  # noqa: PLC0415
-    from jaxcnn.transfer import load_init  # noqa: PLC0415
-
-    key, entry = zoo_entry(spec)
-    model = create_model(entry["arch"], dtype=dtype or jnp.float32)
-    converted = cache_dir() / "converted" / key.replace(":", "_")
-    meta_path = converted / "meta.json"
-    if meta_path.exists():
-        variables = ocp.StandardCheckpointer().restore((converted / "variables").absolute())
-        return model, variables, json.loads(meta_path.read_text())
-    path = weights_file(key, entry["arch"])
-    variables = jax.tree.map(jnp.asarray, load_init(str(path), entry["arch"]))
-    meta = dict(entry, spec=key, sha256=_sha256(path))
-    converted.mkdir(parents=True, exist_ok=True)
-    ckptr = ocp.StandardCheckpointer()
-    target = (converted / "variables").absolute()
-    if target.exists():  # a conversion interrupted before its meta.json
-        shutil.rmtree(target)
-    ckptr.save(target, variables)
-    ckptr.wait_until_finished()
-    # meta.json last: its presence marks a complete conversion.
-    from jaxcnn.runlog import write_json_atomic  # noqa: PLC0415
-
-    write_json_atomic(meta_path, meta)
-    return model, variables, meta

@@ -18,11 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxcnn import data, optim, sharding, transfer
-from jaxcnn.checkpoint import Checkpointer
+from jaxcnn import data
+from jaxcnn.rundir import Checkpointer
+from jaxcnn.training import finetune, optim, sharding
+from jaxcnn.weights import loading
 from jaxcnn.models import create_model, get_model_info
-from jaxcnn.runlog import RunLog, write_json_atomic
-from jaxcnn.steps import eval_step, init_train_state, train_step
+from jaxcnn.rundir import MetricsLog as RunLog
+from jaxcnn.rundir import write_json_atomic
+from jaxcnn.training.steps import eval_step, init_train_state, train_step
 
 # Settings a resumed run must share with the run that wrote the checkpoints.
 _RESUME_KEYS = (
@@ -162,10 +165,10 @@ def train_and_evaluate(
         shapes = jax.eval_shape(
             lambda: model.init(jax.random.key(0), jnp.zeros(input_shape), train=False)
         )
-        frozen = transfer.frozen_modules(shapes["params"], cfg.freeze)  # ValueError if unknown
-        labels = transfer.param_labels(shapes["params"], frozen, cfg.backbone_lr_mult)
+        frozen = finetune.frozen_modules(shapes["params"], cfg.freeze)  # ValueError if unknown
+        labels = finetune.param_labels(shapes["params"], frozen, cfg.backbone_lr_mult)
         if frozen:
-            frozen_stats = transfer.stats_mask(shapes.get("batch_stats", {}), frozen)
+            frozen_stats = finetune.stats_mask(shapes.get("batch_stats", {}), frozen)
             if main:
                 print(f"Frozen: {', '.join(sorted(frozen))} (parameters and BatchNorm statistics).")
     tx = optim.make_optimizer(cfg, schedule, labels)
@@ -175,7 +178,7 @@ def train_and_evaluate(
 
     # Read --init_from before anything is written, so that a bad source leaves no run directory.
     source = (
-        transfer.load_init(cfg.init_from, get_model_info(cfg.arch).name) if cfg.init_from else None
+        loading.load_init(cfg.init_from, get_model_info(cfg.arch).name) if cfg.init_from else None
     )
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(workdir, cfg.keep_checkpoints)
@@ -192,7 +195,7 @@ def train_and_evaluate(
         if main:
             print(f"Resuming {workdir} from step {start}.")
     elif source is not None:
-        merged, report = transfer.merge_variables(
+        merged, report = loading.merge_variables(
             {"params": state.params, "batch_stats": state.batch_stats}, source
         )
         state = state.replace(

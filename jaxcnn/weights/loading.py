@@ -1,10 +1,10 @@
-"""Transfer learning: initial weights from another source, frozen parts, per-part learning rates.
+"""Initial weights for a run: from another run, a PyTorch weights file or the published zoo.
 
 `--init_from` accepts
 - a jaxcnn run directory (its latest checkpoint; the run's `config.json` names its architecture),
 - a PyTorch weights file, `.safetensors` (read without PyTorch) or `.pth` (`weights_only=True`),
   in torchvision / timm naming for the architecture being trained,
-- `torchvision:NAME` / `timm:NAME`: published weights from the model zoo (`jaxcnn.pretrained`).
+- `torchvision:NAME` / `timm:NAME`: published weights from the model zoo (`jaxcnn.weights.zoo`).
 
 The source is converted to the architecture's native head, then merged into the freshly initialised
 variables leaf by leaf: a leaf with the same path and shape is loaded; a classifier of another class
@@ -14,19 +14,27 @@ for a 1-channel dataset (the response to a grey image is unchanged); anything el
 
 import dataclasses
 import json
-from pathlib import Path
+import shutil
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
-# Top-level module names that make up the classifier (auxiliary heads included).
-HEAD_PREFIXES = ("head", "aux")
+from jaxcnn import rundir
+from jaxcnn.models import create_model, get_model_info
+from jaxcnn.weights import convert, zoo
+from jaxcnn.weights.convert import InitFromError
 
-
-class InitFromError(ValueError):
-    """An --init_from source that cannot be used for the architecture being trained."""
+__all__ = [
+    "InitFromError",
+    "RestoreReport",
+    "load_init",
+    "load_pretrained",
+    "merge_variables",
+    "read_run",
+]
 
 
 @dataclasses.dataclass
@@ -93,22 +101,15 @@ def merge_variables(
     return traverse_util.unflatten_dict(out, sep="/"), report
 
 
-def read_run(workdir: Path) -> tuple[str, dict[str, Any]]:
+def read_run(workdir: rundir.PathLike) -> tuple[str, dict[str, Any]]:
     """(architecture, variables) of the latest checkpoint of a jaxcnn run directory."""
-    from jaxcnn.checkpoint import Checkpointer  # noqa: PLC0415
-
-    config = workdir / "config.json"
-    if not config.exists():
-        raise InitFromError(f"{workdir} is not a jaxcnn run directory (no config.json)")
-    arch = json.loads(config.read_text())["arch"]
-    ckpt = Checkpointer(workdir)
+    run = rundir.RunDir(workdir)
     try:
-        if ckpt.latest_step() is None:
-            raise InitFromError(f"{workdir} has no checkpoint yet")
-        tree, _ = ckpt.restore()
-    finally:
-        ckpt.close()
-    return arch, {k: tree[k] for k in ("params", "batch_stats") if k in tree}
+        arch = run.read_config()["arch"]
+        variables, _ = run.restore_variables("latest")
+    except rundir.RunDirError as e:
+        raise InitFromError(f"--init_from: {e}") from e
+    return arch, variables
 
 
 def load_init(spec: str, arch: str) -> dict[str, Any]:
@@ -119,20 +120,15 @@ def load_init(spec: str, arch: str) -> dict[str, Any]:
             (the message says what to fetch and where to put it).
         convert.WeightMismatchError: a weights file that does not fit the architecture.
     """
-    from jaxcnn import convert  # noqa: PLC0415
-    from jaxcnn.models import create_model, get_model_info  # noqa: PLC0415
-
     info = get_model_info(arch)
-    path = Path(spec).expanduser()
+    path = rundir.as_path(spec)
     if path.is_dir():
         run_arch, variables = read_run(path)
         if get_model_info(run_arch).name != info.name:
             raise InitFromError(f"{path} trained {run_arch}, not {info.name}")
         return variables
     if ":" in spec and not path.exists():
-        from jaxcnn import pretrained  # noqa: PLC0415
-
-        path = pretrained.weights_file(spec, info.name)
+        path = zoo.weights_file(spec, info.name)
     elif not path.exists():
         raise InitFromError(
             f"--init_from={spec}: no such run directory or weights file (expected a jaxcnn run dir, "
@@ -146,51 +142,43 @@ def load_init(spec: str, arch: str) -> dict[str, Any]:
     return convert.from_torch(info.name, convert.load_state_dict(path), template)
 
 
-def frozen_modules(params: dict[str, Any], freeze: str) -> set[str]:
-    """Top-level module names that `--freeze` selects.
+def load_pretrained(spec: str, *, dtype: Any = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Model, variables and zoo entry of published weights (converted once, then cached).
+
+    The weights file is looked for in the cache (`jaxcnn.weights.zoo.cache_dir()`, `weights/`),
+    fetched when missing and allowed, and checksum-verified (`zoo.weights_file`); the converted
+    variables are kept as an Orbax checkpoint in `converted/<spec>/` beside a `meta.json`, so that
+    conversion happens once.
 
     Args:
-        params: the model's parameters.
-        freeze: `none`, `backbone` (everything but the classifier: `head`, `aux*`), or a comma
-            list of top-level module names or their prefixes (`stem,stage1,stage2` also freezes
-            `stage1_block1`, `stage1_block2`, ...).
+        spec: a jaxcnn name (`resnet50`: torchvision's default weights) or a zoo key
+            (`torchvision:resnet50.IMAGENET1K_V1`, `timm:inception_v4`).
+        dtype: computation dtype of the returned model (default float32).
 
-    Raises:
-        ValueError: a name that matches no module (the message lists the valid ones).
+    Returns:
+        (model with the weights' 1000-class head, variables, entry); `entry` holds the
+        preprocessing (`input_size`, `resize_size`, `interpolation`, `mean`, `std`), the
+        `labels` set, `top1` / `top5`, `url` and `sha256_prefix`.
     """
-    names = list(params)
-    spec = (freeze or "none").strip()
-    if spec == "none":
-        return set()
-    if spec == "backbone":
-        return {n for n in names if not n.startswith(HEAD_PREFIXES)}
-    chosen = set()
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        hits = {n for n in names if n.startswith(part)}
-        if not hits:
-            raise ValueError(
-                f"--freeze={freeze}: {part!r} matches no top-level module; the modules are "
-                f"{', '.join(names)} (or use 'backbone' / 'none')"
-            )
-        chosen |= hits
-    return chosen
+    import jax.numpy as jnp  # noqa: PLC0415
+    import orbax.checkpoint as ocp  # noqa: PLC0415
 
-
-def param_labels(params: dict[str, Any], frozen: set[str], backbone_lr_mult: float) -> dict:
-    """Optax multi_transform labels: `frozen`, `backbone` (scaled lr) or `train`, per leaf."""
-
-    def label(name: str) -> str:
-        if name in frozen:
-            return "frozen"
-        if backbone_lr_mult != 1.0 and not name.startswith(HEAD_PREFIXES):
-            return "backbone"
-        return "train"
-
-    return {name: jax.tree.map(lambda _, n=name: label(n), sub) for name, sub in params.items()}
-
-
-def stats_mask(batch_stats: dict[str, Any], frozen: set[str]) -> dict[str, Any]:
-    """True for the BatchNorm statistics of frozen modules (kept unchanged by the train step)."""
-    return {
-        name: jax.tree.map(lambda _, f=name in frozen: f, sub) for name, sub in batch_stats.items()
-    }
+    key, entry = zoo.zoo_entry(spec)
+    model = create_model(entry["arch"], dtype=dtype or jnp.float32)
+    converted = epath.Path(zoo.cache_dir()) / "converted" / key.replace(":", "_")
+    meta_path = converted / "meta.json"
+    target = rundir.as_path(converted / "variables")
+    if meta_path.exists():
+        variables = ocp.StandardCheckpointer().restore(target)
+        return model, variables, json.loads(meta_path.read_text())
+    path = zoo.weights_file(key, entry["arch"])
+    variables = jax.tree.map(jnp.asarray, load_init(str(path), entry["arch"]))
+    meta = dict(entry, spec=key, sha256=zoo.sha256(path))
+    converted.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # a conversion interrupted before its meta.json
+        shutil.rmtree(target)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(target, variables)
+    ckptr.wait_until_finished()
+    rundir.write_json_atomic(meta_path, meta)  # last: its presence marks a complete conversion
+    return model, variables, meta

@@ -1,0 +1,341 @@
+"""The run directory: the one place that reads and writes a run's files.
+
+A run directory (``--workdir``) holds
+
+    config.json       the settings of the run (written once it starts; read to resume and by the
+                      programs that use a trained run: features, neighbors, visualize)
+    metrics.jsonl     one JSON object per line: ``step``, ``split`` (train / eval) and the metrics
+    events.out.*      TensorBoard event files of the same metrics
+    checkpoints/latest/<step>/{state,meta}   the last ``keep_checkpoints`` Orbax saves
+    checkpoints/best/<step>/{state,meta}     the save with the best eval accuracy
+
+Every path is an ``etils.epath.Path`` (the type Orbax itself uses), never ``pathlib`` or ``os`` on a
+string, so that a run directory in a bucket can be handled like a local one. Every file a reader may
+open is written whole or not at all: `atomic_path` writes beside the target and renames it into
+place. Only process 0 of a multi-host job writes the shared files; every process takes part in the
+Orbax saves (Orbax coordinates them).
+"""
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+PathLike = str | epath.PathLike
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+# The two checkpoint series of a run: the latest saves (to resume) and the best by eval accuracy.
+SERIES = ("latest", "best")
+# Settings a resumed run must share with the run that wrote the checkpoints.
+RESUME_KEYS = (
+    "arch",
+    "arch_options",
+    "dataset",
+    "image_size",
+    "batch_size",
+    "seed",
+    "optimizer",
+    "dtype",
+)
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (missing, not a run, other settings, no
+    checkpoint); the message says which and what to do."""
+
+
+def as_path(path: PathLike) -> epath.Path:
+    """`path` as an `epath.Path`; local paths are made absolute (Orbax needs absolute paths)."""
+    p = epath.Path(path)
+    return p if "://" in str(path) else epath.Path(p.expanduser().absolute())
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[epath.Path]:
+    """Yields a temporary path beside `path`, moved onto `path` only if the block succeeds.
+
+    A reader never sees a half-written file, and a failure leaves nothing behind. The file gets the
+    usual mode of a new file (the process umask), like any file the program writes.
+    """
+    path = as_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        yield tmp
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Writes `text` to `path` whole or not at all."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: PathLike, obj: Any) -> None:
+    """Writes `obj` as indented, key-sorted JSON to `path`, whole or not at all."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class MetricsLog:
+    """Appends metrics rows to `metrics.jsonl` and to TensorBoard event files.
+
+    Args:
+        workdir: the run directory.
+        enabled: False on every process but the first of a multi-host run (they write nothing).
+    """
+
+    def __init__(self, workdir: PathLike, enabled: bool = True):
+        self.workdir = as_path(workdir)
+        self.path = self.workdir / METRICS
+        self.enabled = enabled
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter  # noqa: PLC0415 (only where metrics are kept)
+
+            self._tb = SummaryWriter(str(self.workdir))
+
+    def truncate_after(self, step: int) -> None:
+        """Drops rows logged after `step` (by an interrupted run, past its last checkpoint)."""
+        if not (self.enabled and self.path.exists()):
+            return
+        rows = [r for r in self.path.read_text().splitlines() if r.strip()]
+        keep = [r for r in rows if json.loads(r)["step"] <= step]
+        if len(keep) != len(rows):
+            write_text_atomic(self.path, "".join(r + "\n" for r in keep))
+
+    def write(self, step: int, split: str, **values: float) -> None:
+        """Logs one row: `{"step", "split", **values}`."""
+        if not self.enabled:
+            return
+        row = {"step": int(step), "split": split, **{k: float(v) for k, v in values.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        for k, v in values.items():
+            self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+            self._tb = None
+
+
+def read_metrics(workdir: PathLike) -> list[dict[str, Any]]:
+    """The rows of a run's `metrics.jsonl` ([] when there is none yet)."""
+    path = as_path(workdir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
+
+
+class Checkpointer:
+    """Orbax save / restore of train states under `workdir/checkpoints/{latest,best}`.
+
+    `latest` keeps the last `keep` saves (so the newest is never deleted), `best` the single best by
+    validation accuracy. Each save holds the train state's arrays (`state`) and a small JSON of
+    host-side state (`meta`: epoch, plateau schedule, best accuracy). Orbax writes each step into a
+    temporary directory and renames it when complete, so a crash never leaves a half-written
+    checkpoint that a resume would read.
+
+    Args:
+        workdir: the run directory.
+        keep: how many of the latest checkpoints to keep.
+        create: create the directories (False to read a finished run without writing into it).
+    """
+
+    def __init__(self, workdir: PathLike, keep: int = 3, *, create: bool = True):
+        root = as_path(workdir) / CHECKPOINTS
+        self._managers = {
+            name: ocp.CheckpointManager(
+                root / name,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=max(1, keep) if name == "latest" else 1,
+                    create=create,
+                    # The two managers save the same step at an eval: without distinct barrier
+                    # names their multi-process barriers collide ("Barrier ... is already
+                    # ongoing") and a two-process run aborts at its first evaluation.
+                    multiprocessing_options=ocp.options.MultiprocessingOptions(
+                        barrier_sync_key_prefix=name
+                    ),
+                ),
+                item_names=("state", "meta"),
+            )
+            for name in SERIES
+        }
+
+    @property
+    def latest(self) -> ocp.CheckpointManager:
+        return self._managers["latest"]
+
+    @property
+    def best(self) -> ocp.CheckpointManager:
+        return self._managers["best"]
+
+    @staticmethod
+    def _args(state: dict[str, Any], meta: dict[str, Any]) -> ocp.args.Composite:
+        return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+
+    def save(self, step: int, state: dict[str, Any], meta: dict[str, Any], *, best: bool = False):
+        """Saves `state` (a pytree of arrays) and `meta` (JSON) as `step`; also as best if asked."""
+        if step not in self.latest.all_steps():
+            self.latest.save(step, args=self._args(state, meta))
+        if best:
+            self.best.save(step, args=self._args(state, meta), force=True)
+
+    def latest_step(self, which: str = "latest") -> int | None:
+        """The newest step of a series (None when it has no checkpoint)."""
+        return self._managers[which].latest_step()
+
+    def restore(
+        self,
+        target: dict[str, Any] | None = None,
+        step: int | None = None,
+        *,
+        which: str = "latest",
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Restores a checkpoint onto the structure, dtypes and shardings of `target`.
+
+        Args:
+            target: a pytree like the saved state (concrete arrays or ShapeDtypeStructs with
+                shardings), e.g. a freshly initialised state; None restores the saved tree as is,
+                on this host's first device (whatever devices saved it: a run trained on a GPU
+                or a pod restores on a laptop).
+            step: which step (default: the newest).
+            which: "latest" or "best".
+
+        Returns:
+            (state, meta).
+        """
+        mgr = self._managers[which]
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no {which} checkpoint in {mgr.directory}")
+        if target is None:
+            # Without a target Orbax puts each array back on the device it was saved from and
+            # refuses another topology ("Topology mismatch"): read the shapes, place them here.
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            saved = ocp.StandardCheckpointHandler().metadata(
+                epath.Path(mgr.directory) / str(step) / "state"
+            )
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved
+            )
+        out = mgr.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return out["state"], out["meta"]
+
+    def wait(self) -> None:
+        """Blocks until asynchronous saves have been committed."""
+        for mgr in self._managers.values():
+            mgr.wait_until_finished()
+
+    def close(self) -> None:
+        for mgr in self._managers.values():
+            mgr.close()
+
+
+class RunDir:
+    """A run directory: its config, metrics and checkpoints (see the module docstring).
+
+    Args:
+        workdir: the directory (local path or URL); nothing is created until something is written.
+    """
+
+    def __init__(self, workdir: PathLike):
+        self.path = as_path(workdir)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def config_path(self) -> epath.Path:
+        return self.path / CONFIG
+
+    def check_not_a_file(self) -> None:
+        """RunDirError when the workdir names an existing file, which cannot hold a run."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"--workdir={self.path} is a file, not a directory; name a directory")
+
+    def read_config(self) -> dict[str, Any]:
+        """The run's `config.json`; RunDirError when the directory or the file is missing or bad."""
+        if not self.path.is_dir():
+            raise RunDirError(
+                f"no run directory at {self.path} (train one with `python -m jaxcnn.train`)"
+            )
+        if not self.config_path.exists():
+            raise RunDirError(
+                f"{self.path} is not a run directory: it has no {CONFIG} (written by "
+                "`python -m jaxcnn.train`)"
+            )
+        try:
+            cfg = json.loads(self.config_path.read_text())
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"{self.config_path} is not valid JSON: {e}") from e
+        missing = [k for k in ("arch", "dataset") if not cfg.get(k)]
+        if missing:
+            raise RunDirError(f"{self.config_path} lacks {', '.join(missing)}")
+        return cfg
+
+    def write_config(self, cfg: dict[str, Any]) -> None:
+        """Writes `config.json` (whole or not at all)."""
+        write_json_atomic(self.config_path, cfg)
+
+    def check_resumable(self, cfg: dict[str, Any]) -> None:
+        """RunDirError when the directory holds a run whose `RESUME_KEYS` settings differ."""
+        if not self.config_path.exists():
+            return
+        saved = json.loads(self.config_path.read_text())
+        diff = [k for k in RESUME_KEYS if saved.get(k) != cfg.get(k)]
+        if diff:
+            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {cfg.get(k)!r}" for k in diff)
+            raise RunDirError(
+                f"{self.path} holds a run with other settings ({detail}); resume it with the same "
+                "settings or use a new --workdir"
+            )
+
+    def has_checkpoint(self, which: str = "latest") -> bool:
+        """Whether the series holds a finished save (checked without creating anything)."""
+        series = self.path / CHECKPOINTS / which
+        return series.is_dir() and any(p.name.isdigit() for p in series.iterdir())
+
+    def checkpointer(self, keep: int = 3, *, create: bool = True) -> Checkpointer:
+        return Checkpointer(self.path, keep, create=create)
+
+    def metrics(self, enabled: bool = True) -> MetricsLog:
+        return MetricsLog(self.path, enabled)
+
+    def restore_variables(self, which: str = "latest") -> tuple[dict[str, Any], int]:
+        """(`{"params", "batch_stats"}` of the newest save of a series, its step), on this host.
+
+        Raises:
+            RunDirError: the series has no checkpoint.
+        """
+        if which not in SERIES:
+            raise RunDirError(f"unknown checkpoint {which!r}; valid: {', '.join(SERIES)}")
+        if not self.has_checkpoint(which):
+            raise RunDirError(f"no {which} checkpoint in {self.path / CHECKPOINTS / which}")
+        ckpt = self.checkpointer(create=False)
+        try:
+            step = ckpt.latest_step(which)
+            tree, _ = ckpt.restore(None, step, which=which)
+        finally:
+            ckpt.close()
+        variables = {"params": tree["params"]}
+        if tree.get("batch_stats"):
+            variables["batch_stats"] = tree["batch_stats"]
+        return variables, int(step)
