@@ -6,9 +6,11 @@
 step keeps unchanged.
 """
 
+import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 # Top-level module names that make up the classifier (auxiliary heads included).
 HEAD_PREFIXES = ("head", "aux")
@@ -62,3 +64,40 @@ def stats_mask(batch_stats: dict[str, Any], frozen: set[str]) -> dict[str, Any]:
     return {
         name: jax.tree.map(lambda _, f=name in frozen: f, sub) for name, sub in batch_stats.items()
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuning:
+    """What `--freeze` and `--backbone_lr_mult` mean for one network.
+
+    Attributes:
+        frozen: the frozen top-level modules (empty: none).
+        labels: per-leaf labels for `make_optimizer` (None: every parameter alike).
+        frozen_stats: a `batch_stats`-shaped tree of bools, True for statistics the train step
+            keeps (None: none frozen).
+    """
+
+    frozen: frozenset[str] = frozenset()
+    labels: Any = None
+    frozen_stats: Any = None
+
+
+def fine_tuning(
+    model: Any, input_shape: tuple[int, ...], freeze: str = "none", backbone_lr_mult: float = 1.0
+) -> FineTuning:
+    """Resolves `freeze` / `backbone_lr_mult` against `model`'s parameter tree (traced, no compute).
+
+    Raises:
+        ValueError: a `freeze` name that matches no module (the message lists the valid ones).
+    """
+    if (freeze or "none") == "none" and backbone_lr_mult == 1.0:
+        return FineTuning()
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros(input_shape), train=False)
+    )
+    frozen = frozen_modules(shapes["params"], freeze)
+    return FineTuning(
+        frozen=frozenset(frozen),
+        labels=param_labels(shapes["params"], frozen, backbone_lr_mult),
+        frozen_stats=stats_mask(shapes.get("batch_stats", {}), frozen) if frozen else None,
+    )

@@ -1,0 +1,155 @@
+"""Planning a run: every check and every derived size that needs no device.
+
+`plan_run(cfg, workdir)` validates the settings, reads the dataset's metadata, picks the resolution,
+checks that the run directory can hold (or resume) this run, and returns a `RunPlan`: what the loop
+needs to know before it touches a device. A user's mistake is a `ValueError` here, before JAX or the
+accelerator is used.
+"""
+
+import dataclasses
+import difflib
+import json
+from typing import Any
+
+import jax.numpy as jnp
+
+from jaxcnn import data, rundir
+from jaxcnn.models import ModelInfo, get_model_info
+from jaxcnn.training import optim
+
+# Computation dtypes by their config spelling.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def validate(cfg: Any) -> None:
+    """Checks the settings that need no data and no device; raises ValueError saying what is wrong."""
+    get_model_info(cfg.arch)  # UnknownModelError (a ValueError) lists the closest names
+    if cfg.batch_size is None:
+        raise ValueError("--batch_size must be a positive integer, got None")
+    for flag, value in (
+        ("--batch_size", cfg.batch_size),
+        ("eval_batch_size", cfg.eval_batch_size),
+        ("--steps", cfg.steps),
+        ("--image_size", cfg.image_size),
+    ):
+        if value is not None and value <= 0:
+            raise ValueError(f"{flag} must be a positive integer, got {value}")
+    if cfg.steps is None and (cfg.epochs is None or cfg.epochs <= 0):
+        raise ValueError(f"--epochs must be positive (or set --steps), got {cfg.epochs}")
+    if not cfg.lr > 0:
+        raise ValueError(f"--lr must be positive, got {cfg.lr}")
+    for flag, value, valid in (
+        ("--optimizer", cfg.optimizer, optim.OPTIMIZERS),
+        ("--schedule", cfg.schedule, optim.SCHEDULES),
+        ("dtype", cfg.dtype, tuple(DTYPES)),
+    ):
+        if value not in valid:
+            raise ValueError(f"unknown {flag} {value!r}; valid: {', '.join(valid)}")
+    if not cfg.backbone_lr_mult >= 0:
+        raise ValueError(f"--backbone_lr_mult must be >= 0, got {cfg.backbone_lr_mult}")
+    if cfg.dataset not in data.OFFLINE:
+        from jaxcnn.data.tf import tfds  # TensorFlow only when a TFDS name must be checked
+
+        if cfg.dataset not in tfds.list_builders():
+            close = difflib.get_close_matches(cfg.dataset, tfds.list_builders(), n=5)
+            raise ValueError(
+                f"unknown --dataset {cfg.dataset!r}: not a TFDS dataset nor one of {data.OFFLINE}"
+                + (f"; closest: {', '.join(close)}" if close else "")
+            )
+
+
+def image_size_for(arch: str, requested: int | None, info: data.DatasetInfo) -> int:
+    """The resolution of a run: `requested`, else the dataset's own size, else the arch's native.
+
+    Raises:
+        ValueError: the size is below what the network accepts (the message gives the minimum).
+    """
+    model_info = get_model_info(arch)
+    size = requested or info.fixed_size or model_info.resolution
+    least = model_info.min_image_size
+    if size < least:
+        raise ValueError(
+            f"image size {size} is too small for {model_info.name}: it downsamples by {least}x, so "
+            f"it needs at least {least}x{least} inputs; pass --image_size={max(least, 32)} or more "
+            "(images are resized)"
+        )
+    return size
+
+
+def resolve_image_size(cfg: Any, info: data.DatasetInfo) -> int:
+    """`image_size_for(cfg.arch, cfg.image_size, info)`."""
+    return image_size_for(cfg.arch, cfg.image_size, info)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """A validated run, before any device is used.
+
+    Attributes:
+        cfg: the settings (an `ml_collections.ConfigDict` like `jaxcnn.config.get_config()`).
+        run: the run directory.
+        model_info: the registry entry of `cfg.arch`.
+        dataset: the dataset's metadata.
+        image_size: the input side.
+        eval_batch_size: global batch of evaluation.
+        steps_per_epoch: training steps per pass over the training split.
+        total_steps: steps of the whole run.
+    """
+
+    cfg: Any
+    run: rundir.RunDir
+    model_info: ModelInfo
+    dataset: data.DatasetInfo
+    image_size: int
+    eval_batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def config_json(self) -> dict[str, Any]:
+        """The settings as written to `config.json`."""
+        return json.loads(self.cfg.to_json_best_effort())
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """(1, H, W, C) of one example."""
+        return (1, self.image_size, self.image_size, self.dataset.image_shape[-1])
+
+    def epoch(self, step: int) -> float:
+        return step / self.steps_per_epoch
+
+    def is_epoch_end(self, step: int) -> bool:
+        return step % self.steps_per_epoch == 0 or step == self.total_steps
+
+    def is_eval_step(self, step: int) -> bool:
+        """An evaluation follows every `eval_every_epochs`-th epoch and the last step."""
+        every = self.cfg.eval_every_epochs
+        return step == self.total_steps or (
+            step % self.steps_per_epoch == 0 and (step // self.steps_per_epoch) % every == 0
+        )
+
+
+def plan_run(cfg: Any, workdir: rundir.PathLike) -> RunPlan:
+    """Validates `cfg` and the run directory and derives the run's sizes (no device is used).
+
+    Raises:
+        ValueError: bad settings, a workdir holding another run or naming a file.
+        jaxcnn.data.DatasetUnavailableError: a dataset that cannot be read or prepared.
+    """
+    validate(cfg)
+    run = rundir.RunDir(workdir)
+    run.check_not_a_file()
+    info = data.dataset_info(cfg.dataset, cfg.data_dir)
+    image_size = resolve_image_size(cfg, info)
+    run.check_resumable(json.loads(cfg.to_json_best_effort()))
+    per_epoch = data.steps_per_epoch(info, cfg.batch_size)
+    return RunPlan(
+        cfg=cfg,
+        run=run,
+        model_info=get_model_info(cfg.arch),
+        dataset=info,
+        image_size=image_size,
+        eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
+        steps_per_epoch=per_epoch,
+        total_steps=cfg.steps or cfg.epochs * per_epoch,
+    )
