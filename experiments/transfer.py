@@ -28,10 +28,10 @@ OUT = Path(__file__).parent / "results"
 
 
 def arrays(name, split):
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
-    from jaxcnn.data.sources import load_split  # noqa: PLC0415
-    from jaxcnn.data.tf import tfds  # noqa: PLC0415
+    from jaxcnn.data.sources import load_split
+    from jaxcnn.data.tf import tfds
 
     batch = next(iter(tfds.as_numpy(load_split(name, split).batch(1 << 20))))
     x = batch["image"].astype(np.float32)
@@ -43,16 +43,16 @@ def arrays(name, split):
 def main(argv):
     del argv
     runtime.configure_xla_cpu()
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-    import optax  # noqa: PLC0415
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
 
-    import jaxcnn  # noqa: PLC0415
-    from jaxcnn.weights import loading as transfer  # noqa: PLC0415
-    from jaxcnn.config import get_config  # noqa: PLC0415
-    from jaxcnn.training.optim import make_optimizer  # noqa: PLC0415
-    from jaxcnn.training.steps import eval_step, init_train_state, train_step  # noqa: PLC0415
+    import jaxcnn
+    from jaxcnn.weights import loading as transfer
+    from jaxcnn.config import get_config
+    from jaxcnn.training.optim import make_optimizer
+    from jaxcnn.training.steps import eval_step, init_train_state, train_step
 
     t0 = time.time()
     xtr, ytr = arrays("fashion_mnist", "train")
@@ -141,12 +141,12 @@ def main(argv):
 
 
 def write(results, steps, pre_steps, wall):
-    import platform  # noqa: PLC0415
+    import platform
 
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     OUT.mkdir(exist_ok=True)
     titles = sorted({t for t, _ in results}, key=lambda t: (t.startswith("digits"), len(t), t))

@@ -22,7 +22,7 @@ __version__ = "0.2.0"
 
 def load_pretrained(spec: str, **kw):
     """Model, variables and zoo entry of published weights; see `jaxcnn.weights.loading`."""
-    from jaxcnn.weights.loading import load_pretrained as _load  # noqa: PLC0415 (Orbax on demand)
+    from jaxcnn.weights.loading import load_pretrained as _load  # Orbax on demand
 
     return _load(spec, **kw)
 

@@ -6,82 +6,90 @@ local devices (the batch is sharded over all of them, as in training). With the 
 same batch and optimizer) and prints the ratio jaxcnn / torchvision.
 """
 
-import functools
 import os
 import resource
-import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-from jaxcnn import runtime
+from jaxcnn import cli
 
-_ARCH = flags.DEFINE_string("arch", "resnet50", "Architecture name or alias.")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Global batch size.")
-_SIZE = flags.DEFINE_integer("image_size", 224, "Input side in pixels.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after compilation and 2 warm-up steps).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype.")
-_COMPARE = flags.DEFINE_enum("compare", None, ["torchvision"], "Also time this implementation.")
+
+def define_flags(fv: flags.FlagValues) -> cli.Flags:
+    return cli.Flags(
+        arch=flags.DEFINE_string("arch", "resnet50", "Architecture name or alias.", flag_values=fv),
+        batch_size=flags.DEFINE_integer("batch_size", 16, "Global batch size.", flag_values=fv),
+        image_size=flags.DEFINE_integer("image_size", 224, "Input side in pixels.", flag_values=fv),
+        steps=flags.DEFINE_integer(
+            "steps", 10, "Timed steps (after compilation and 2 warm-up steps).", flag_values=fv
+        ),
+        dtype=flags.DEFINE_enum(
+            "dtype", "float32", ["float32", "bfloat16"], "Computation dtype.", flag_values=fv
+        ),
+        compare=flags.DEFINE_enum(
+            "compare", None, ["torchvision"], "Also time this implementation.", flag_values=fv
+        ),
+    )
 
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _time(fn, steps: int) -> float:
+    """Seconds per call of `fn` over `steps` calls, after 2 warm-up calls."""
+    import jax
+
+    for _ in range(2):
+        jax.block_until_ready(fn())
+    t = time.perf_counter()
+    for _ in range(steps):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t) / steps
+
+
 def bench_jax(arch: str, batch: int, size: int, steps: int, dtype: str) -> dict[str, float]:
-    """Times jaxcnn's train step (SGD + momentum) and inference on random data."""
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-    import optax  # noqa: PLC0415
+    """Times jaxcnn's train step (SGD + momentum) and inference on random data, with the steps
+    training itself runs (`jaxcnn.training.program.build_program`)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
 
-    import jaxcnn  # noqa: PLC0415
-    from jaxcnn.training import sharding  # noqa: PLC0415
-    from jaxcnn.training.steps import eval_step, init_train_state, train_step  # noqa: PLC0415
+    import jaxcnn
+    from jaxcnn.training import sharding
+    from jaxcnn.training.program import build_program
 
-    mesh = sharding.make_mesh()
-    sharding.check_batch_size(batch, mesh)
     model = jaxcnn.create_model(arch, num_classes=1000, dtype=jnp.dtype(dtype))
-    tx = optax.sgd(0.01, momentum=0.9)
-    rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    init = functools.partial(init_train_state, model, tx, 0, (1, size, size, 3))
-    state = jax.jit(init, out_shardings=rep)()
-    rng = np.random.default_rng(0)
-    local = {
-        "image": rng.standard_normal((batch, size, size, 3), dtype=np.float32),
-        "label": rng.integers(0, 1000, batch).astype(np.int32),
-        "mask": np.ones((batch,), np.float32),
-    }
-    gb = sharding.global_batch(local, mesh)
-    out = {}
-
-    step = jax.jit(
-        train_step, in_shardings=(rep, split), out_shardings=(rep, rep), donate_argnums=0
+    program = build_program(
+        model, optax.sgd(0.01, momentum=0.9), seed=0, input_shape=(1, size, size, 3)
     )
+    sharding.check_batch_size(batch, program.mesh)
+    rng = np.random.default_rng(0)
+    gb = program.shard(
+        {
+            "image": rng.standard_normal((batch, size, size, 3), dtype=np.float32),
+            "label": rng.integers(0, 1000, batch).astype(np.int32),
+            "mask": np.ones((batch,), np.float32),
+        }
+    )
+    state = program.init()
+    out = {}
     t = time.perf_counter()
-    compiled = step.lower(state, gb).compile()
+    train = program.train.lower(state, gb).compile()
     out["train_compile_s"] = time.perf_counter() - t
-    for _ in range(2):
-        state, m = compiled(state, gb)
-    jax.block_until_ready(m)
-    t = time.perf_counter()
-    for _ in range(steps):
-        state, m = compiled(state, gb)
-    jax.block_until_ready(m)
-    out["train_img_s"] = steps * batch / (time.perf_counter() - t)
+    holder = [state]
 
-    infer = jax.jit(eval_step, in_shardings=(rep, split), out_shardings=rep)
+    def train_once():
+        holder[0], metrics = train(holder[0], gb)  # the state is donated: carry it over
+        return metrics
+
+    out["train_img_s"] = batch / _time(train_once, steps)
     t = time.perf_counter()
-    compiled = infer.lower(state, gb).compile()
+    infer = program.eval.lower(holder[0], gb).compile()
     out["infer_compile_s"] = time.perf_counter() - t
-    for _ in range(2):
-        r = compiled(state, gb)
-    jax.block_until_ready(r)
-    t = time.perf_counter()
-    for _ in range(steps):
-        r = compiled(state, gb)
-    jax.block_until_ready(r)
-    out["infer_img_s"] = steps * batch / (time.perf_counter() - t)
+    out["infer_img_s"] = batch / _time(lambda: infer(holder[0], gb), steps)
     out["peak_rss_mib"] = _peak_rss_mib()
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
@@ -98,10 +106,10 @@ def bench_torchvision(
     `dtype="bfloat16"` runs under `torch.autocast` (fp32 parameters, bf16 compute), the
     counterpart of jaxcnn's `dtype=bfloat16` with float32 parameters.
     """
-    import contextlib  # noqa: PLC0415
+    import contextlib
 
-    import torch  # noqa: PLC0415
-    import torchvision  # noqa: PLC0415
+    import torch
+    import torchvision
 
     name = jaxcnn_name(arch)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -153,36 +161,27 @@ def bench_torchvision(
 
 
 def jaxcnn_name(arch: str) -> str:
-    from jaxcnn.models import resolve_name  # noqa: PLC0415
+    from jaxcnn.models import resolve_name
 
     return resolve_name(arch)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], f: cli.Flags) -> int:
     del argv
-    runtime.configure_xla_cpu()
-    try:
-        arch = jaxcnn_name(_ARCH.value)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if _COMPARE.value == "torchvision":
+    cli.check_positive(f, "batch_size", "image_size", "steps")
+    arch = jaxcnn_name(f.arch.value)  # UnknownModelError lists the closest names
+    if f.compare.value == "torchvision":
         try:
-            import torchvision  # noqa: PLC0415
+            import torchvision
         except ImportError:
-            print("error: --compare=torchvision needs pip install 'jaxcnn[torch]'", file=sys.stderr)
-            return 2
+            return cli.fail("--compare=torchvision needs pip install 'jaxcnn[torch]'")
         if not hasattr(torchvision.models, arch):
-            print(f"error: torchvision has no {arch} to compare with", file=sys.stderr)
-            return 2
-    if _BATCH.value <= 0 or _SIZE.value <= 0 or _STEPS.value <= 0:
-        print("error: --batch_size, --image_size and --steps must be positive", file=sys.stderr)
-        return 2
+            return cli.fail(f"torchvision has no {arch} to compare with")
     print(
-        f"{arch}, batch {_BATCH.value}, {_SIZE.value}x{_SIZE.value}, {_DTYPE.value}, "
-        f"{_STEPS.value} timed steps; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+        f"{arch}, batch {f.batch_size.value}, {f.image_size.value}x{f.image_size.value}, {f.dtype.value}, "
+        f"{f.steps.value} timed steps; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
-    r = bench_jax(arch, _BATCH.value, _SIZE.value, _STEPS.value, _DTYPE.value)
+    r = bench_jax(arch, f.batch_size.value, f.image_size.value, f.steps.value, f.dtype.value)
     print(
         f"jaxcnn on {r['devices']}: compile train {r['train_compile_s']:.1f} s, "
         f"infer {r['infer_compile_s']:.1f} s"
@@ -194,8 +193,10 @@ def main(argv: list[str]) -> int:
     if "device_peak_mib" in r:
         mem += f", device peak {r['device_peak_mib']:.0f} MiB"
     print(mem)
-    if _COMPARE.value == "torchvision":
-        t = bench_torchvision(arch, _BATCH.value, _SIZE.value, _STEPS.value, _DTYPE.value)
+    if f.compare.value == "torchvision":
+        t = bench_torchvision(
+            arch, f.batch_size.value, f.image_size.value, f.steps.value, f.dtype.value
+        )
         print(
             f"torchvision train {t['train_img_s']:8.1f} img/s   inference {t['infer_img_s']:8.1f} img/s"
             f"   ({t['device']})"
@@ -208,4 +209,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.run(define_flags, main)

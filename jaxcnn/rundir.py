@@ -101,7 +101,7 @@ class MetricsLog:
         self.enabled = enabled
         self._tb = None
         if enabled:
-            from tensorboardX import SummaryWriter  # noqa: PLC0415 (only where metrics are kept)
+            from tensorboardX import SummaryWriter  # only where metrics are kept
 
             self._tb = SummaryWriter(str(self.workdir))
 

@@ -21,7 +21,7 @@ def configure_xla_cpu() -> None:
     if os.environ.get("JAXCNN_XLA_DEFAULTS", "1") == "0":
         return
     try:
-        from jaxlib import version  # noqa: PLC0415
+        from jaxlib import version
     except ImportError:
         return
     flags = os.environ.get("XLA_FLAGS", "")

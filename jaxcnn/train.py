@@ -6,164 +6,212 @@ With no arguments: a short ResNet-8 run on Fashion-MNIST (offline from Debian's
 Settings come from `--config` (a Python file with `get_config()`, default `jaxcnn/config.py`; any key
 can be overridden as `--config.KEY=VALUE`), and the top-level shorthands below override both. A run
 pointed at a `--workdir` that holds checkpoints resumes where it stopped. SIGINT / SIGTERM save a
-checkpoint and exit with status 130.
+checkpoint and exit with status 130; a non-finite loss stops the run with status 1, a bad setting
+with status 2 and one line saying what is wrong.
 
 Multi-host (TPU pods, GPU clusters): pass `--distributed`; every process runs the same command and
 reads its own share of the data.
+
+Writes the run directory (`--workdir`, default `runs/<arch>-<dataset>`): `config.json`,
+`metrics.jsonl`, TensorBoard event files, `checkpoints/latest` and `checkpoints/best`
+(`jaxcnn.rundir` describes each).
 """
 
 import contextlib
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from jaxcnn import runtime
+from jaxcnn import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    str(Path(__file__).with_name("config.py")),
-    "Config file (a Python file defining get_config()); keys can be overridden as --config.KEY=V.",
-    lock_config=False,
-)
-_WORKDIR = flags.DEFINE_string(
-    "workdir",
-    None,
-    "Run directory: checkpoints, metrics.jsonl, TensorBoard events, config.json. "
-    "An existing one is resumed. Default: runs/<arch>-<dataset>.",
-)
-_ARCH = flags.DEFINE_string(
+# Config keys that have a top-level flag of the same name (the flag wins over --config).
+SHORTHANDS = (
     "arch",
-    None,
-    "Architecture name or alias (python -c 'import jaxcnn; print(jaxcnn.list_models())').",
-)
-_DATASET = flags.DEFINE_string(
     "dataset",
-    None,
-    "TFDS dataset name (fashion_mnist, cifar10, imagenette, imagenet2012, ...) or "
-    "'digits' (scikit-learn's, bundled).",
-)
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "TFDS data dir (e.g. gs://bucket/tensorflow_datasets on a TPU VM)."
-)
-_EPOCHS = flags.DEFINE_integer("epochs", None, "Training epochs.")
-_STEPS = flags.DEFINE_integer("steps", None, "Training steps (overrides --epochs).")
-_BATCH = flags.DEFINE_integer(
-    "batch_size", None, "Global batch size over all devices; must divide by the device count."
-)
-_IMAGE_SIZE = flags.DEFINE_integer(
-    "image_size", None, "Input side in pixels (default: the dataset's own size, or the arch's)."
-)
-_LR = flags.DEFINE_float("lr", None, "Peak learning rate.")
-_OPTIMIZER = flags.DEFINE_enum("optimizer", None, ["sgd", "adamw", "rmsprop"], "Optimizer.")
-_SCHEDULE = flags.DEFINE_enum(
+    "data_dir",
+    "epochs",
+    "steps",
+    "batch_size",
+    "image_size",
+    "lr",
+    "optimizer",
     "schedule",
-    None,
-    ["constant", "step", "multistep", "cosine", "exponential", "plateau"],
-    "Learning-rate schedule; 'plateau' divides the lr by 10 when eval accuracy stops improving.",
-)
-_SEED = flags.DEFINE_integer("seed", None, "Seed of initialisation, shuffling and augmentation.")
-_INIT_FROM = flags.DEFINE_string(
+    "seed",
     "init_from",
-    None,
-    "Initial weights: a jaxcnn run directory, a .safetensors / .pth file (torchvision / timm "
-    "names), or torchvision:NAME / timm:NAME from the model zoo. The head is re-initialised when "
-    "the class count differs; what was loaded, adapted or newly initialised is printed.",
-)
-_FREEZE = flags.DEFINE_string(
     "freeze",
-    None,
-    "none | backbone (everything but the classifier: linear probing) | a comma list of top-level "
-    "modules or prefixes (stem,stage1,stage2). Frozen parameters and their BatchNorm statistics "
-    "stay exactly unchanged.",
+    "backbone_lr_mult",
 )
-_BACKBONE_LR = flags.DEFINE_float(
-    "backbone_lr_mult", None, "Learning rate of the non-head parameters relative to the head's."
-)
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() (multi-host TPU pods / GPU clusters)."
-)
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0, where it is not auto-detected."
-)
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-
-_SHORTHANDS = {
-    "arch": _ARCH,
-    "dataset": _DATASET,
-    "data_dir": _DATA_DIR,
-    "epochs": _EPOCHS,
-    "steps": _STEPS,
-    "batch_size": _BATCH,
-    "image_size": _IMAGE_SIZE,
-    "lr": _LR,
-    "optimizer": _OPTIMIZER,
-    "schedule": _SCHEDULE,
-    "seed": _SEED,
-    "init_from": _INIT_FROM,
-    "freeze": _FREEZE,
-    "backbone_lr_mult": _BACKBONE_LR,
-}
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    runtime.configure_xla_cpu()  # before JAX starts its backends
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-    cfg = _CONFIG.value
-    for key, flag in _SHORTHANDS.items():
-        if flag.value is not None:
-            cfg[key] = flag.value
-    workdir = _WORKDIR.value or os.path.join("runs", f"{cfg.arch}-{cfg.dataset}")
+def define_flags(fv: flags.FlagValues) -> cli.Flags:
+    return cli.Flags(
+        config=config_flags.DEFINE_config_file(
+            "config",
+            str(Path(__file__).with_name("config.py")),
+            "Config file (a Python file defining get_config()); keys can be overridden as --config.KEY=V.",
+            lock_config=False,
+            flag_values=fv,
+        ),
+        workdir=flags.DEFINE_string(
+            "workdir",
+            None,
+            "Run directory: checkpoints, metrics.jsonl, TensorBoard events, config.json. "
+            "An existing one is resumed. Default: runs/<arch>-<dataset>.",
+            flag_values=fv,
+        ),
+        arch=flags.DEFINE_string(
+            "arch",
+            None,
+            "Architecture name or alias (python -c 'import jaxcnn; print(jaxcnn.list_models())').",
+            flag_values=fv,
+        ),
+        dataset=flags.DEFINE_string(
+            "dataset",
+            None,
+            "TFDS dataset name (fashion_mnist, cifar10, imagenette, imagenet2012, ...) or "
+            "'digits' (scikit-learn's, bundled).",
+            flag_values=fv,
+        ),
+        data_dir=flags.DEFINE_string(
+            "data_dir",
+            None,
+            "TFDS data dir (e.g. gs://bucket/tensorflow_datasets on a TPU VM).",
+            flag_values=fv,
+        ),
+        epochs=flags.DEFINE_integer(
+            "epochs",
+            None,
+            "Training epochs.",
+            flag_values=fv,
+        ),
+        steps=flags.DEFINE_integer(
+            "steps",
+            None,
+            "Training steps (overrides --epochs).",
+            flag_values=fv,
+        ),
+        batch_size=flags.DEFINE_integer(
+            "batch_size",
+            None,
+            "Global batch size over all devices; must divide by the device count.",
+            flag_values=fv,
+        ),
+        image_size=flags.DEFINE_integer(
+            "image_size",
+            None,
+            "Input side in pixels (default: the dataset's own size, or the arch's).",
+            flag_values=fv,
+        ),
+        lr=flags.DEFINE_float(
+            "lr",
+            None,
+            "Peak learning rate.",
+            flag_values=fv,
+        ),
+        optimizer=flags.DEFINE_enum(
+            "optimizer",
+            None,
+            ["sgd", "adamw", "rmsprop"],
+            "Optimizer.",
+            flag_values=fv,
+        ),
+        schedule=flags.DEFINE_enum(
+            "schedule",
+            None,
+            ["constant", "step", "multistep", "cosine", "exponential", "plateau"],
+            "Learning-rate schedule; 'plateau' divides the lr by 10 when eval accuracy stops improving.",
+            flag_values=fv,
+        ),
+        seed=flags.DEFINE_integer(
+            "seed",
+            None,
+            "Seed of initialisation, shuffling and augmentation.",
+            flag_values=fv,
+        ),
+        init_from=flags.DEFINE_string(
+            "init_from",
+            None,
+            "Initial weights: a jaxcnn run directory, a .safetensors / .pth file (torchvision / timm "
+            "names), or torchvision:NAME / timm:NAME from the model zoo. The head is re-initialised when "
+            "the class count differs; what was loaded, adapted or newly initialised is printed.",
+            flag_values=fv,
+        ),
+        freeze=flags.DEFINE_string(
+            "freeze",
+            None,
+            "none | backbone (everything but the classifier: linear probing) | a comma list of top-level "
+            "modules or prefixes (stem,stage1,stage2). Frozen parameters and their BatchNorm statistics "
+            "stay exactly unchanged.",
+            flag_values=fv,
+        ),
+        backbone_lr_mult=flags.DEFINE_float(
+            "backbone_lr_mult",
+            None,
+            "Learning rate of the non-head parameters relative to the head's.",
+            flag_values=fv,
+        ),
+        distributed=flags.DEFINE_bool(
+            "distributed",
+            False,
+            "Call jax.distributed.initialize() (multi-host TPU pods / GPU clusters).",
+            flag_values=fv,
+        ),
+        coordinator_address=flags.DEFINE_string(
+            "coordinator_address",
+            None,
+            "host:port of process 0, where it is not auto-detected.",
+            flag_values=fv,
+        ),
+        num_processes=flags.DEFINE_integer(
+            "num_processes",
+            None,
+            "Processes in the job.",
+            flag_values=fv,
+        ),
+        process_id=flags.DEFINE_integer(
+            "process_id", None, "This process's index.", flag_values=fv
+        ),
+    )
 
+
+def main(argv: list[str], f: cli.Flags) -> int:
+    del argv
+    cfg = f.config.value
+    for key in SHORTHANDS:
+        if getattr(f, key).value is not None:
+            cfg[key] = getattr(f, key).value
+    workdir = f.workdir.value or os.path.join("runs", f"{cfg.arch}-{cfg.dataset}")
     if cfg.init_from and not str(cfg.init_from).endswith(".safetensors"):
         # A .pth or torchvision:/timm: source is read with PyTorch, which must be imported before
         # TensorFlow (the trainer's data pipeline): the other order has crashed the process.
         with contextlib.suppress(ImportError):
-            import torch  # noqa: F401, PLC0415
+            import torch  # noqa: F401
 
-    # Imported here so that `--help` and flag errors stay fast.
-    from jaxcnn.training import loop as trainer  # noqa: PLC0415
-    from jaxcnn.data import DatasetUnavailableError  # noqa: PLC0415
+    from jaxcnn.training import loop
+    from jaxcnn.training.plan import validate
 
-    try:
-        trainer.validate(cfg)  # before any device is touched
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if _DISTRIBUTED.value:
-        import jax  # noqa: PLC0415
+    validate(cfg)  # before any device is touched
+    if f.distributed.value:
+        import jax
 
         jax.distributed.initialize(
-            coordinator_address=_COORDINATOR.value,
-            num_processes=_NUM_PROCESSES.value,
-            process_id=_PROCESS_ID.value,
+            coordinator_address=f.coordinator_address.value,
+            num_processes=f.num_processes.value,
+            process_id=f.process_id.value,
         )
-
     stop = threading.Event()
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
-        result = trainer.train_and_evaluate(cfg, workdir, should_stop=lambda _: stop.is_set())
-    except (ValueError, FileNotFoundError, DatasetUnavailableError, trainer.TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, trainer.TrainingError) else 2
+        result = loop.train_and_evaluate(cfg, workdir, should_stop=lambda _: stop.is_set())
+    except loop.TrainingError as e:
+        return cli.fail(str(e), status=1)
     return 130 if result.interrupted else 0
 
 
-def run() -> None:
-    app.run(lambda argv: sys.exit(main(argv)))
-
-
 if __name__ == "__main__":
-    run()
+    cli.run(define_flags, main)

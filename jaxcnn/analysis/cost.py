@@ -437,9 +437,9 @@ def xla_train_step_memory(
     model: Any, image_size: int, batch: int, channels: int = 3, optimizer: Callable | None = None
 ) -> dict:
     """XLA's memory analysis of a compiled training step (SGD with momentum unless given)."""
-    import optax  # noqa: PLC0415
+    import optax
 
-    from jaxcnn.training.steps import init_train_state, train_step  # noqa: PLC0415
+    from jaxcnn.training.steps import init_train_state, train_step
 
     tx = optimizer or optax.sgd(0.1, momentum=0.9)
     shape = (batch, image_size, image_size, channels)

@@ -159,8 +159,8 @@ DIGITS_NUM_TEST = 360  # a fixed, stratified 80/20 split
 
 
 def _digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits  # noqa: PLC0415 (only for this dataset)
-    from sklearn.model_selection import train_test_split  # noqa: PLC0415
+    from sklearn.datasets import load_digits  # only for this dataset
+    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     # Pixels are 0..16; scale to 0..255 so every source shares the uint8 convention.

@@ -447,12 +447,12 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file  # noqa: PLC0415
+        from safetensors.numpy import load_file
 
         return dict(load_file(str(path)))
     if path.suffix in (".pth", ".pt", ".bin"):
         try:
-            import torch  # noqa: PLC0415
+            import torch
         except ImportError as e:
             raise ImportError(
                 f"reading {path.name} needs PyTorch (pip install 'jaxcnn[torch]'); "

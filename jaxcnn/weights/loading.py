@@ -160,8 +160,8 @@ def load_pretrained(spec: str, *, dtype: Any = None) -> tuple[Any, dict[str, Any
         preprocessing (`input_size`, `resize_size`, `interpolation`, `mean`, `std`), the
         `labels` set, `top1` / `top5`, `url` and `sha256_prefix`.
     """
-    import jax.numpy as jnp  # noqa: PLC0415
-    import orbax.checkpoint as ocp  # noqa: PLC0415
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
 
     key, entry = zoo.zoo_entry(spec)
     model = create_model(entry["arch"], dtype=dtype or jnp.float32)
