@@ -13,8 +13,11 @@ def readme_commands():
 def test_ci_runs_the_readme_test_command():
     main_job, tests = readme_commands()
     assert main_job.endswith("python -m jaxcnn.train")
-    assert tests.endswith("python -m pytest -q -n 2")  # two workers: one per core here
-    assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
+    assert tests.endswith("python -m pytest -q -n 2 --durations=15")  # one worker per core here
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert tests in ci
+    # The lint gate runs after the tests, in the venv the test command made.
+    assert ci[ci.index(tests) + 1 :] == ["ruff check .", "ruff format --check ."]
 
 
 def test_resnet_paper_recipe():
