@@ -16,19 +16,14 @@ from jaxcnn import cli
 
 
 def define_flags(fv: flags.FlagValues) -> cli.Flags:
+    d = cli.definers(fv)
     return cli.Flags(
-        arch=flags.DEFINE_string("arch", "resnet50", "Architecture name or alias.", flag_values=fv),
-        batch_size=flags.DEFINE_integer("batch_size", 16, "Global batch size.", flag_values=fv),
-        image_size=flags.DEFINE_integer("image_size", 224, "Input side in pixels.", flag_values=fv),
-        steps=flags.DEFINE_integer(
-            "steps", 10, "Timed steps (after compilation and 2 warm-up steps).", flag_values=fv
-        ),
-        dtype=flags.DEFINE_enum(
-            "dtype", "float32", ["float32", "bfloat16"], "Computation dtype.", flag_values=fv
-        ),
-        compare=flags.DEFINE_enum(
-            "compare", None, ["torchvision"], "Also time this implementation.", flag_values=fv
-        ),
+        arch=d.string("arch", "resnet50", "Architecture name or alias."),
+        batch_size=d.integer("batch_size", 16, "Global batch size."),
+        image_size=d.integer("image_size", 224, "Input side in pixels."),
+        steps=d.integer("steps", 10, "Timed steps (after compilation and 2 warm-up steps)."),
+        dtype=d.enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype."),
+        compare=d.enum("compare", None, ["torchvision"], "Also time this implementation."),
     )
 
 

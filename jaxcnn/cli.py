@@ -12,6 +12,7 @@ not fit) ends with one line on stderr, `error: ...`, and exit status 2; `JAXCNN_
 traceback instead.
 """
 
+import functools
 import os
 import sys
 import types
@@ -96,28 +97,27 @@ def invoke(command: Any, argv: list[str]) -> int:
     return guard(command.main, rest, f, positional=getattr(command, "POSITIONAL", False))
 
 
+def definers(fv: flags.FlagValues) -> Flags:
+    """`flags.DEFINE_string` / `_integer` / `_float` / `_bool` / `_enum` with `flag_values=fv`
+    bound: `d = definers(fv); d.integer("k", 8, "Neighbours per query.")`."""
+    kinds = {"string": flags.DEFINE_string, "integer": flags.DEFINE_integer}
+    kinds |= {"float": flags.DEFINE_float, "bool": flags.DEFINE_bool, "enum": flags.DEFINE_enum}
+    return Flags(**{k: functools.partial(fn, flag_values=fv) for k, fn in kinds.items()})
+
+
 def define_run_flags(fv: flags.FlagValues, *, batch_size: bool = True) -> dict[str, Any]:
     """The flags of the commands that read a trained run: --workdir, --checkpoint, --data_dir and
     (unless `batch_size=False`) --batch_size. Returns them by name, for a `Flags` namespace."""
+    d = definers(fv)
     out = {
-        "workdir": flags.DEFINE_string(
-            "workdir", None, "Run directory written by jaxcnn.train.", flag_values=fv
+        "workdir": d.string("workdir", None, "Run directory written by jaxcnn.train."),
+        "checkpoint": d.enum(
+            "checkpoint", "latest", ["latest", "best"], "Which weights: latest or best."
         ),
-        "checkpoint": flags.DEFINE_enum(
-            "checkpoint",
-            "latest",
-            ["latest", "best"],
-            "Which weights: latest or best.",
-            flag_values=fv,
-        ),
-        "data_dir": flags.DEFINE_string(
-            "data_dir", None, "TFDS data dir (default: the run's).", flag_values=fv
-        ),
+        "data_dir": d.string("data_dir", None, "TFDS data dir (default: the run's)."),
     }
     if batch_size:
-        out["batch_size"] = flags.DEFINE_integer(
-            "batch_size", 256, "Images per forward pass.", flag_values=fv
-        )
+        out["batch_size"] = d.integer("batch_size", 256, "Images per forward pass.")
     return out
 
 

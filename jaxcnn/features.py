@@ -41,28 +41,24 @@ from jaxcnn.analysis.features import (  # noqa: F401
 
 
 def define_flags(fv: flags.FlagValues) -> cli.Flags:
+    d = cli.definers(fv)
     return cli.Flags(
         **cli.define_run_flags(fv),
-        split=flags.DEFINE_enum(
+        split=d.enum(
             "split",
             "test",
             ["train", "test"],
             "Which split; `test` is the dataset's evaluation split (validation where no test).",
-            flag_values=fv,
         ),
-        tap=flags.DEFINE_string(
+        tap=d.string(
             "tap",
             "pre_logits",
             "Which output of model.features(x): pre_logits (the classifier's input), logits, or "
             "a stage name (stem, stage1, conv5, ...; spatial taps are global-average-pooled). "
             "An unknown name lists the network's taps.",
-            flag_values=fv,
         ),
-        output=flags.DEFINE_string(
-            "output",
-            None,
-            "The .npz to write; default WORKDIR/features_<split>_<tap>.npz.",
-            flag_values=fv,
+        output=d.string(
+            "output", None, "The .npz to write; default WORKDIR/features_<split>_<tap>.npz."
         ),
     )
 

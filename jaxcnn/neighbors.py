@@ -34,26 +34,16 @@ from jaxcnn.analysis.neighbors import (  # noqa: F401
 
 
 def define_flags(fv: flags.FlagValues) -> cli.Flags:
+    d = cli.definers(fv)
     return cli.Flags(
         **cli.define_run_flags(fv),
-        queries=flags.DEFINE_integer(
-            "queries", 10, "Test images shown (rows of the picture).", flag_values=fv
+        queries=d.integer("queries", 10, "Test images shown (rows of the picture)."),
+        k=d.integer("k", 8, "Neighbours per query, and voters of the k-NN classifier."),
+        seed=d.integer("seed", 0, "Seed of the choice of the query images."),
+        tap=d.string(
+            "tap", "pre_logits", "Feature space: a tap of model.features (see jaxcnn.features)."
         ),
-        k=flags.DEFINE_integer(
-            "k", 8, "Neighbours per query, and voters of the k-NN classifier.", flag_values=fv
-        ),
-        seed=flags.DEFINE_integer(
-            "seed", 0, "Seed of the choice of the query images.", flag_values=fv
-        ),
-        tap=flags.DEFINE_string(
-            "tap",
-            "pre_logits",
-            "Feature space: a tap of model.features (see jaxcnn.features).",
-            flag_values=fv,
-        ),
-        output=flags.DEFINE_string(
-            "output", None, "The PNG to write; default WORKDIR/neighbors_<tap>.png.", flag_values=fv
-        ),
+        output=d.string("output", None, "The PNG to write; default WORKDIR/neighbors_<tap>.png."),
     )
 
 

@@ -1,5 +1,7 @@
-"""Cost tables: `python -m jaxcnn.summary --arch=vgg16` (one network, layer by layer) and
-`python -m jaxcnn.summary --compare=all --plot=chart.png` (every network, the lecture's chart).
+"""Cost tables of one network or of many: `python -m jaxcnn.summary --arch=vgg16`.
+
+`--arch=NAME` gives one network layer by layer; `--compare=all --plot=chart.png` one row per
+network and the lecture's chart.
 
 One network: a row per layer (name, kind, output shape, activations, activation memory, parameters,
 MACs), the totals, the memory of a forward pass per image and of a training step (analytic, and
@@ -18,38 +20,28 @@ from jaxcnn import cli
 
 
 def define_flags(fv: flags.FlagValues) -> cli.Flags:
+    d = cli.definers(fv)
     return cli.Flags(
-        arch=flags.DEFINE_string(
-            "arch", None, "Architecture name or alias (see --compare=all).", flag_values=fv
-        ),
-        image_size=flags.DEFINE_integer(
-            "image_size", None, "Input side; default: the network's native one.", flag_values=fv
-        ),
-        channels=flags.DEFINE_integer("channels", 3, "Input channels.", flag_values=fv),
-        batch_size=flags.DEFINE_integer(
-            "batch_size", 32, "Batch size of the training-step memory figures.", flag_values=fv
-        ),
-        format=flags.DEFINE_enum(
-            "format", "table", ["table", "markdown", "csv", "json"], "Output.", flag_values=fv
-        ),
-        xla=flags.DEFINE_bool(
+        arch=d.string("arch", None, "Architecture name or alias (see --compare=all)."),
+        image_size=d.integer("image_size", None, "Input side; default: the network's native one."),
+        channels=d.integer("channels", 3, "Input channels."),
+        batch_size=d.integer("batch_size", 32, "Batch size of the training-step memory figures."),
+        format=d.enum("format", "table", ["table", "markdown", "csv", "json"], "Output."),
+        xla=d.bool(
             "xla",
             True,
             "Also compile the forward pass and a training step for XLA's memory and FLOPs.",
-            flag_values=fv,
         ),
-        compare=flags.DEFINE_string(
+        compare=d.string(
             "compare",
             None,
             "Comma-separated names, or `all`: one row per network instead of per layer.",
-            flag_values=fv,
         ),
-        plot=flags.DEFINE_string(
+        plot=d.string(
             "plot",
             None,
             "With --compare: write the top-1 vs operations bubble chart to this PNG, and forward "
             "memory vs batch size to <name>_memory.png beside it.",
-            flag_values=fv,
         ),
     )
 

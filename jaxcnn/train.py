@@ -48,6 +48,7 @@ SHORTHANDS = (
 
 
 def define_flags(fv: flags.FlagValues) -> cli.Flags:
+    d = cli.definers(fv)
     return cli.Flags(
         config=config_flags.DEFINE_config_file(
             "config",
@@ -56,125 +57,76 @@ def define_flags(fv: flags.FlagValues) -> cli.Flags:
             lock_config=False,
             flag_values=fv,
         ),
-        workdir=flags.DEFINE_string(
+        workdir=d.string(
             "workdir",
             None,
             "Run directory: checkpoints, metrics.jsonl, TensorBoard events, config.json. "
             "An existing one is resumed. Default: runs/<arch>-<dataset>.",
-            flag_values=fv,
         ),
-        arch=flags.DEFINE_string(
+        arch=d.string(
             "arch",
             None,
             "Architecture name or alias (python -c 'import jaxcnn; print(jaxcnn.list_models())').",
-            flag_values=fv,
         ),
-        dataset=flags.DEFINE_string(
+        dataset=d.string(
             "dataset",
             None,
             "TFDS dataset name (fashion_mnist, cifar10, imagenette, imagenet2012, ...) or "
             "'digits' (scikit-learn's, bundled).",
-            flag_values=fv,
         ),
-        data_dir=flags.DEFINE_string(
-            "data_dir",
-            None,
-            "TFDS data dir (e.g. gs://bucket/tensorflow_datasets on a TPU VM).",
-            flag_values=fv,
+        data_dir=d.string(
+            "data_dir", None, "TFDS data dir (e.g. gs://bucket/tensorflow_datasets on a TPU VM)."
         ),
-        epochs=flags.DEFINE_integer(
-            "epochs",
-            None,
-            "Training epochs.",
-            flag_values=fv,
-        ),
-        steps=flags.DEFINE_integer(
-            "steps",
-            None,
-            "Training steps (overrides --epochs).",
-            flag_values=fv,
-        ),
-        batch_size=flags.DEFINE_integer(
+        epochs=d.integer("epochs", None, "Training epochs."),
+        steps=d.integer("steps", None, "Training steps (overrides --epochs)."),
+        batch_size=d.integer(
             "batch_size",
             None,
             "Global batch size over all devices; must divide by the device count.",
-            flag_values=fv,
         ),
-        image_size=flags.DEFINE_integer(
+        image_size=d.integer(
             "image_size",
             None,
             "Input side in pixels (default: the dataset's own size, or the arch's).",
-            flag_values=fv,
         ),
-        lr=flags.DEFINE_float(
-            "lr",
-            None,
-            "Peak learning rate.",
-            flag_values=fv,
-        ),
-        optimizer=flags.DEFINE_enum(
-            "optimizer",
-            None,
-            ["sgd", "adamw", "rmsprop"],
-            "Optimizer.",
-            flag_values=fv,
-        ),
-        schedule=flags.DEFINE_enum(
+        lr=d.float("lr", None, "Peak learning rate."),
+        optimizer=d.enum("optimizer", None, ["sgd", "adamw", "rmsprop"], "Optimizer."),
+        schedule=d.enum(
             "schedule",
             None,
             ["constant", "step", "multistep", "cosine", "exponential", "plateau"],
             "Learning-rate schedule; 'plateau' divides the lr by 10 when eval accuracy stops improving.",
-            flag_values=fv,
         ),
-        seed=flags.DEFINE_integer(
-            "seed",
-            None,
-            "Seed of initialisation, shuffling and augmentation.",
-            flag_values=fv,
-        ),
-        init_from=flags.DEFINE_string(
+        seed=d.integer("seed", None, "Seed of initialisation, shuffling and augmentation."),
+        init_from=d.string(
             "init_from",
             None,
             "Initial weights: a jaxcnn run directory, a .safetensors / .pth file (torchvision / timm "
             "names), or torchvision:NAME / timm:NAME from the model zoo. The head is re-initialised when "
             "the class count differs; what was loaded, adapted or newly initialised is printed.",
-            flag_values=fv,
         ),
-        freeze=flags.DEFINE_string(
+        freeze=d.string(
             "freeze",
             None,
             "none | backbone (everything but the classifier: linear probing) | a comma list of top-level "
             "modules or prefixes (stem,stage1,stage2). Frozen parameters and their BatchNorm statistics "
             "stay exactly unchanged.",
-            flag_values=fv,
         ),
-        backbone_lr_mult=flags.DEFINE_float(
+        backbone_lr_mult=d.float(
             "backbone_lr_mult",
             None,
             "Learning rate of the non-head parameters relative to the head's.",
-            flag_values=fv,
         ),
-        distributed=flags.DEFINE_bool(
+        distributed=d.bool(
             "distributed",
             False,
             "Call jax.distributed.initialize() (multi-host TPU pods / GPU clusters).",
-            flag_values=fv,
         ),
-        coordinator_address=flags.DEFINE_string(
-            "coordinator_address",
-            None,
-            "host:port of process 0, where it is not auto-detected.",
-            flag_values=fv,
+        coordinator_address=d.string(
+            "coordinator_address", None, "host:port of process 0, where it is not auto-detected."
         ),
-        num_processes=flags.DEFINE_integer(
-            "num_processes",
-            None,
-            "Processes in the job.",
-            flag_values=fv,
-        ),
-        process_id=flags.DEFINE_integer(
-            "process_id", None, "This process's index.", flag_values=fv
-        ),
+        num_processes=d.integer("num_processes", None, "Processes in the job."),
+        process_id=d.integer("process_id", None, "This process's index."),
     )
 
 

@@ -35,38 +35,21 @@ POSITIONAL = True  # the picture to draw: one of COMMANDS
 
 
 def define_flags(fv: flags.FlagValues) -> cli.Flags:
+    d = cli.definers(fv)
     run = cli.define_run_flags(fv, batch_size=False)
     return cli.Flags(
         **run,
-        arch=flags.DEFINE_string(
-            "arch",
-            None,
-            "Instead of --workdir: an architecture, randomly initialised.",
-            flag_values=fv,
+        arch=d.string("arch", None, "Instead of --workdir: an architecture, randomly initialised."),
+        seed=d.integer("seed", 0, "With --arch: the initialisation seed."),
+        channels=d.integer("channels", 3, "With --arch: input channels."),
+        image_size=d.integer(
+            "image_size", None, "With --arch: input side of the trace (default: the native one)."
         ),
-        seed=flags.DEFINE_integer(
-            "seed", 0, "With --arch: the initialisation seed.", flag_values=fv
+        scale=d.integer(
+            "scale", None, f"Upscaling of each kernel (default: to >= {MIN_FILTER_SIDE} px)."
         ),
-        channels=flags.DEFINE_integer(
-            "channels", 3, "With --arch: input channels.", flag_values=fv
-        ),
-        image_size=flags.DEFINE_integer(
-            "image_size",
-            None,
-            "With --arch: input side of the trace (default: the native one).",
-            flag_values=fv,
-        ),
-        scale=flags.DEFINE_integer(
-            "scale",
-            None,
-            f"Upscaling of each kernel (default: to >= {MIN_FILTER_SIDE} px).",
-            flag_values=fv,
-        ),
-        output=flags.DEFINE_string(
-            "output",
-            None,
-            "The PNG to write; default WORKDIR/filters.png or filters_<arch>.png.",
-            flag_values=fv,
+        output=d.string(
+            "output", None, "The PNG to write; default WORKDIR/filters.png or filters_<arch>.png."
         ),
     )
 

@@ -53,12 +53,12 @@ def render(columns: list[str], rows: list[list[Any]], fmt: str) -> str:
 
 def layer_table(arch: str, image_size: int | None, channels: int, fmt: str) -> tuple[str, Any]:
     """The per-layer table of one network and its summary."""
-    import jaxcnn
     from jaxcnn.analysis import cost
+    from jaxcnn.models import create_model, get_model_info
 
-    info = jaxcnn.get_model_info(arch)
+    info = get_model_info(arch)
     size = image_size or info.resolution
-    model = jaxcnn.create_model(info.name)
+    model = create_model(info.name)
     s = cost.summarize(model, size, channels)
     machine = fmt in ("csv", "json")
     columns = ["layer", "kind", "output", "activations", "memory", "params", "MACs"]
@@ -133,14 +133,14 @@ def compare_rows(names: list[str]) -> list[dict[str, Any]]:
     """One dict per network: params, MACs and activations at its native resolution, top-1."""
     from tqdm import tqdm
 
-    import jaxcnn
     from jaxcnn.accuracy import PUBLISHED_TOP1
     from jaxcnn.analysis import cost
+    from jaxcnn.models import create_model, get_model_info
 
     out = []
     for name in tqdm(names, desc="tracing", unit="net", file=sys.stderr):
-        info = jaxcnn.get_model_info(name)
-        s = cost.summarize(jaxcnn.create_model(info.name), info.resolution)
+        info = get_model_info(name)
+        s = cost.summarize(create_model(info.name), info.resolution)
         top1, dataset, source = PUBLISHED_TOP1.get(info.name, (None, "", ""))
         out.append(
             {
