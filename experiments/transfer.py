@@ -12,7 +12,6 @@ Uses the library's pieces (models, steps, transfer.param_labels / stats_mask, op
 in-memory loop, so that the subsets need no new dataset plumbing.
 """
 
-import functools
 import sys
 import time
 from pathlib import Path
@@ -49,10 +48,11 @@ def main(argv):
     import optax
 
     import jaxcnn
-    from jaxcnn.weights import loading as transfer
     from jaxcnn.config import get_config
+    from jaxcnn.training.finetune import fine_tuning
     from jaxcnn.training.optim import make_optimizer
-    from jaxcnn.training.steps import eval_step, init_train_state, train_step
+    from jaxcnn.training.program import build_program
+    from jaxcnn.weights.loading import merge_variables
 
     t0 = time.time()
     xtr, ytr = arrays("fashion_mnist", "train")
@@ -74,36 +74,34 @@ def main(argv):
         cfg = get_config()
         cfg.lr, cfg.freeze = lr, freeze
         shape = (1, *x.shape[1:])
-        shapes = jax.eval_shape(
-            lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False)
+        tuning = fine_tuning(model, shape, freeze)
+        tx = make_optimizer(cfg, optax.cosine_decay_schedule(lr, max(steps, 1)), tuning.labels)
+        program = build_program(
+            model, tx, seed=seed, input_shape=shape, frozen_stats=tuning.frozen_stats
         )
-        frozen = transfer.frozen_modules(shapes["params"], freeze)
-        labels = transfer.param_labels(shapes["params"], frozen, 1.0) if frozen else None
-        sched = optax.cosine_decay_schedule(lr, max(steps, 1))
-        tx = make_optimizer(cfg, sched, labels)
-        state = init_train_state(model, tx, seed, shape)
+        state = program.init()
         if init is not None:
-            merged, _ = transfer.merge_variables(
+            merged, _ = merge_variables(
                 {"params": state.params, "batch_stats": state.batch_stats}, init
             )
-            state = state.replace(params=merged["params"], batch_stats=merged["batch_stats"])
-        fs = transfer.stats_mask(shapes["batch_stats"], frozen) if frozen else None
-        step_fn = jax.jit(functools.partial(train_step, frozen_stats=fs))
-        ev = jax.jit(eval_step)
+            state = state.replace(
+                params=program.replicate(merged["params"]),
+                batch_stats=program.replicate(merged["batch_stats"]),
+            )
 
         def accuracy(state):
             correct = 0.0
             for i in range(0, len(xt), 1000):
                 b = {"image": xt[i : i + 1000], "label": yt[i : i + 1000]}
                 b["mask"] = np.ones(len(b["label"]), np.float32)
-                correct += float(ev(state, b)["correct"])
+                correct += float(program.eval(state, b)["correct"])
             return correct / len(xt)
 
         rng = np.random.default_rng(seed)
         curve = []
         for s in range(1, steps + 1):
             idx = rng.choice(len(x), size=min(batch, len(x)), replace=False)
-            state, _ = step_fn(state, {"image": x[idx], "label": y[idx]})
+            state, _ = program.train(state, {"image": x[idx], "label": y[idx]})
             if eval_every and (s % eval_every == 0 or s == steps):
                 curve.append((s, accuracy(state)))
         return state, curve

@@ -436,19 +436,22 @@ def xla_forward_cost(model: Any, image_size: int, batch: int = 1, channels: int 
 def xla_train_step_memory(
     model: Any, image_size: int, batch: int, channels: int = 3, optimizer: Callable | None = None
 ) -> dict:
-    """XLA's memory analysis of a compiled training step (SGD with momentum unless given)."""
+    """XLA's memory analysis of the training step that training compiles (SGD with momentum unless
+    given), on one device."""
     import optax
 
-    from jaxcnn.training.steps import init_train_state, train_step
+    from jaxcnn.training import sharding
+    from jaxcnn.training.program import build_program
 
     tx = optimizer or optax.sgd(0.1, momentum=0.9)
     shape = (batch, image_size, image_size, channels)
-    state = jax.eval_shape(lambda: init_train_state(model, tx, 0, shape))
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    program = build_program(model, tx, seed=0, input_shape=shape, mesh=mesh)
     batch_spec = {
         "image": jax.ShapeDtypeStruct(shape, jnp.float32),
         "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
     }
-    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch_spec).compile()
+    compiled = program.train.lower(jax.eval_shape(program.init), batch_spec).compile()
     return _analysis(compiled)
 
 
