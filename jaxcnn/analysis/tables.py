@@ -97,7 +97,7 @@ def layer_table(arch: str, image_size: int | None, channels: int, fmt: str) -> t
 
 def memory_report(model: Any, s: Any, size: int, channels: int, batch: int, xla: bool) -> str:
     """Forward and training-step memory: analytic and, if `xla`, XLA's analysis."""
-    from jaxcnn.analysis import cost
+    from jaxcnn.analysis import xla_cost
 
     p_bytes = s.params * 4
     lines = [
@@ -109,13 +109,13 @@ def memory_report(model: Any, s: Any, size: int, channels: int, batch: int, xla:
         f"~{fmt_bytes(batch * s.activations * 4)}",
     ]
     if xla:
-        fwd = cost.xla_forward_cost(model, size, 1, channels)
+        fwd = xla_cost.xla_forward_cost(model, size, 1, channels)
         lines.append(
             f"  forward, per image, XLA: temporaries {fmt_bytes(fwd['temp_bytes'])}, arguments "
             f"{fmt_bytes(fwd['argument_bytes'])} (parameters + image), output "
             f"{fmt_bytes(fwd['output_bytes'])}"
         )
-        step = cost.xla_train_step_memory(model, size, batch, channels)
+        step = xla_cost.xla_train_step_memory(model, size, batch, channels)
         lines.append(
             f"  training step, batch {batch}, XLA: temporaries {fmt_bytes(step['temp_bytes'])}, "
             f"arguments {fmt_bytes(step['argument_bytes'])} (state + batch, donated)"
