@@ -155,13 +155,16 @@ def main(argv: list[str], f: cli.Flags) -> int:
             num_processes=f.num_processes.value,
             process_id=f.process_id.value,
         )
+    # SIGINT / SIGTERM ask the loop to save and stop; the previous handlers come back afterwards.
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = loop.train_and_evaluate(cfg, workdir, should_stop=lambda _: stop.is_set())
     except loop.TrainingError as e:
         return cli.fail(str(e), status=1)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     return 130 if result.interrupted else 0
 
 
