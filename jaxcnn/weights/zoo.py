@@ -20,13 +20,13 @@ import importlib.resources
 import json
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from jaxcnn import rundir
 from jaxcnn.weights.convert import InitFromError
 
 __all__ = ["ZOO", "ZooEntry", "cache_dir", "load_zoo", "sha256", "weights_file", "zoo_entry"]
@@ -187,15 +187,12 @@ def weights_file(spec: str, arch: str | None = None) -> Path:
     fetch = f"fetch {entry.url} and save it as {path}"
     if os.environ.get("JAXCNN_OFFLINE") == "1":
         raise InitFromError(f"{key}: weights not in the cache and JAXCNN_OFFLINE=1: {fetch}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=60) as r:
-            shutil.copyfileobj(r, out)
-        _verify(Path(tmp), entry)
-        os.replace(tmp, path)
+        # Written beside the target and renamed into place only once its checksum is verified.
+        with rundir.atomic_path(path) as tmp:
+            with tmp.open("wb") as out, urllib.request.urlopen(entry.url, timeout=60) as r:
+                shutil.copyfileobj(r, out)
+            _verify(Path(tmp), entry)
     except (urllib.error.URLError, OSError) as e:
         raise InitFromError(f"{key}: could not download the weights ({e}); {fetch}") from e
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
