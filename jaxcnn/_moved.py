@@ -1,6 +1,6 @@
 """The module paths of jaxcnn 0.1 that moved in 0.2, kept importable for one release.
 
-`import jaxcnn.trainer` (or `from jaxcnn.training import loop as trainer`) still works and gives the module's new
+`import jaxcnn.trainer` (or `from jaxcnn import trainer`) still works and gives the module's new
 home, with a DeprecationWarning naming it; the old paths go away in jaxcnn 0.3. One table and a
 small import hook instead of a dozen one-line files, so that the package's top level shows only
 what is really there. Where one old module was split in two, its old name gives a module holding
@@ -25,8 +25,11 @@ MOVED: dict[str, tuple[str, ...]] = {
     "jaxcnn.transfer": ("jaxcnn.weights.loading", "jaxcnn.training.finetune"),
     "jaxcnn.convert": ("jaxcnn.weights.convert",),
     "jaxcnn.pretrained": ("jaxcnn.weights.zoo", "jaxcnn.weights.loading"),
-    "jaxcnn.zoo_data": ("jaxcnn.weights.zoo_data",),
-    "jaxcnn.cost": ("jaxcnn.analysis.cost",),
+    "jaxcnn.zoo_data": ("jaxcnn.weights.zoo",),
+    "jaxcnn.cost": ("jaxcnn.analysis.cost", "jaxcnn.analysis.xla_cost"),
+    "jaxcnn.models.shufflenet": ("jaxcnn.models.shufflenet_v2",),
+    "jaxcnn.models.wrn": ("jaxcnn.models.wide_resnet_cifar",),
+    "jaxcnn.accuracy": ("jaxcnn.reference",),
 }
 # Names that changed as well as their module.
 RENAMED: dict[str, dict[str, str]] = {"jaxcnn.runlog": {"RunLog": "MetricsLog"}}

@@ -133,9 +133,9 @@ def compare_rows(names: list[str]) -> list[dict[str, Any]]:
     """One dict per network: params, MACs and activations at its native resolution, top-1."""
     from tqdm import tqdm
 
-    from jaxcnn.accuracy import PUBLISHED_TOP1
     from jaxcnn.analysis import cost
     from jaxcnn.models import create_model, get_model_info
+    from jaxcnn.reference import PUBLISHED_TOP1
 
     out = []
     for name in tqdm(names, desc="tracing", unit="net", file=sys.stderr):

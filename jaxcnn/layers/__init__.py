@@ -1,14 +1,16 @@
-"""Small building blocks shared by the model families."""
+"""Small building blocks shared by the model families: the zoo's one layer vocabulary."""
 
-from jaxcnn.layers.conv import (
-    ConvBN,
-    batch_norm,
-    conv2d,
-    conv_kernel_init,
-    torch_dense,
-    torch_linear_init,
-)
+from jaxcnn.layers.channels import make_divisible
+from jaxcnn.layers.conv import ConvBN, batch_norm, bn_relu, conv2d, conv_pads, torch_dense
 from jaxcnn.layers.drop_path import DropPath
+from jaxcnn.layers.init import (
+    conv_kernel_init,
+    depthwise_kernel_init,
+    normal_init,
+    torch_linear_init,
+    uniform_init,
+    xavier_uniform_init,
+)
 from jaxcnn.layers.se import SqueezeExcite
 
 __all__ = [
@@ -16,8 +18,15 @@ __all__ = [
     "DropPath",
     "SqueezeExcite",
     "batch_norm",
+    "bn_relu",
     "conv2d",
     "conv_kernel_init",
+    "conv_pads",
+    "depthwise_kernel_init",
+    "make_divisible",
+    "normal_init",
     "torch_dense",
     "torch_linear_init",
+    "uniform_init",
+    "xavier_uniform_init",
 ]

@@ -1,6 +1,5 @@
-"""Convolution followed by BatchNorm and an optional activation."""
+"""Convolution followed by BatchNorm and an optional activation: the zoo's one conv vocabulary."""
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -8,56 +7,66 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcnn.layers.init import conv_kernel_init, torch_linear_init
+from jaxcnn.layers.padding import Pads, pair, same_pads, torch_pads
 
-def conv_kernel_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-    """He et al. 2015 ("Delving deep into rectifiers") normal init with fan_out, as torchvision's
-    ResNet initialises its convolutions (`kaiming_normal_(mode="fan_out", nonlinearity="relu")`).
-
-    The same values as `nn.initializers.variance_scaling(2.0, "fan_out", "normal")` (JAX draws the
-    same bits for a flat and a shaped array), but drawn flat and reshaped: XLA:CPU compiles a
-    normal draw of a 4-D shape about 5x slower, and the jitted `init` of a deep network is
-    dominated by these draws (measured 6.6 s vs 1.3 s for one (3, 3, 16, 16) kernel).
-    """
-    fan_out = shape[-1] * math.prod(shape[:-2])
-    std = math.sqrt(2.0 / fan_out)
-    return (jax.random.normal(key, (math.prod(shape),), dtype) * std).reshape(shape)
+# "torch" (symmetric k // 2), "valid", "tf_same" (TensorFlow SAME: asymmetric, from the input
+# size), p or (p_rows, p_cols) pixels on each side, or explicit ((top, bottom), (left, right)).
+Padding = str | int | tuple[int, int] | Pads
 
 
-def torch_linear_init(fan_in: int) -> tuple[Callable, Callable]:
-    """PyTorch's default `nn.Linear` init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+def conv_pads(
+    padding: Padding,
+    kernel: int | tuple[int, int],
+    strides: int | tuple[int, int] = 1,
+    shape: tuple[int, ...] | None = None,
+) -> Pads:
+    """Explicit ((top, bottom), (left, right)) padding of a `Padding` spec.
 
     Args:
-        fan_in: the number of input features.
-
-    Returns:
-        (kernel_init, bias_init) for `nn.Dense`.
+        padding: see `Padding`.
+        kernel: kernel side or (height, width).
+        strides: stride or (rows, columns) (for "tf_same").
+        shape: the NHWC input shape ("tf_same" depends on it).
     """
-    bound = 1.0 / float(fan_in) ** 0.5
-
-    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init, init
+    if padding == "torch":
+        return torch_pads(kernel)
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "tf_same":
+        if shape is None:
+            raise ValueError('"tf_same" padding depends on the input size: pass its shape')
+        return same_pads(shape, kernel, strides)
+    if isinstance(padding, str):
+        raise ValueError(f"unknown padding {padding!r}; valid: torch, valid, tf_same or pixels")
+    if isinstance(padding, int) or isinstance(padding[0], int):
+        ph, pw = pair(padding)
+        return (ph, ph), (pw, pw)
+    return tuple(padding[0]), tuple(padding[1])
 
 
 def conv2d(
-    features: int, kernel_size: int, strides: int = 1, *, groups: int = 1, name: str, **kw: Any
+    features: int,
+    kernel_size: int | tuple[int, int],
+    strides: int | tuple[int, int] = 1,
+    *,
+    groups: int = 1,
+    padding: Padding = "torch",
+    name: str,
+    **kw: Any,
 ) -> nn.Conv:
-    """A bias-free square convolution with PyTorch's symmetric `k // 2` padding and He init.
+    """A convolution, by default bias-free with PyTorch's symmetric `k // 2` padding and He init.
 
-    Explicit `(k // 2, k // 2)` padding rather than `"SAME"`: with stride 2 and an even input, XLA's
-    SAME pads only on the bottom/right, which shifts every window by one pixel against torchvision
-    and breaks weight compatibility. `kw`: dtype / param_dtype.
+    `padding`: see `conv_pads` ("tf_same" needs the input: compute it with `conv_pads` first).
+    `kw`: dtype / param_dtype, and `use_bias`, `kernel_init`, `bias_init` to change the defaults.
     """
-    pad = kernel_size // 2
+    kw = {"use_bias": False, "kernel_init": conv_kernel_init, **kw}
     return nn.Conv(
         features,
-        (kernel_size, kernel_size),
-        strides=(strides, strides),
-        padding=((pad, pad), (pad, pad)),
+        pair(kernel_size),
+        strides=pair(strides),
+        padding=conv_pads(padding, kernel_size),
         feature_group_count=groups,
-        use_bias=False,
-        kernel_init=conv_kernel_init,
         name=name,
         **kw,
     )
@@ -79,24 +88,32 @@ def batch_norm(
 
 
 class ConvBN(nn.Module):
-    """`conv` -> `bn` -> `act` (see `conv2d` for the padding).
+    """`conv` -> `bn` -> `act`, the conv + BatchNorm of every family.
 
     Attributes:
         features: output channels.
-        kernel_size: square kernel side.
-        strides: square stride.
-        groups: `feature_group_count` of the convolution (ResNeXt cardinality).
+        kernel_size: kernel side, or (height, width) (Inception's 1x7 / 7x1).
+        strides: stride, or (rows, columns).
+        groups: `feature_group_count` of the convolution (ResNeXt cardinality, depthwise convs).
         act: activation applied after BatchNorm, or None.
-        bn_epsilon: BatchNorm epsilon (PyTorch: 1e-5).
+        bn_epsilon: BatchNorm epsilon (PyTorch: 1e-5; TF ports 1e-3).
         bn_momentum: BatchNorm momentum, PyTorch's convention (0.1; TF ports 0.01).
         scale_init: init of the BatchNorm scale (zeros for a zero-initialised residual branch).
         dtype: computation dtype.
         param_dtype: parameter dtype.
+        padding: "torch" (symmetric k // 2), "valid", "tf_same" (TensorFlow SAME, asymmetric where
+            the size needs it), or pixels (see `conv_pads`).
+        use_bias: a bias on the convolution (VGG; the paper's GoogLeNet, which has no BN).
+        norm: BatchNorm after the convolution; False: conv -> act only.
+        act_first: apply `act` to the input instead of after BatchNorm (NASNet's ReLU-conv-BN).
+        kernel_init: init of the convolution kernel (default He normal, fan_out).
+        bias_init: init of the convolution bias.
+        conv_name, bn_name: names of the two submodules in the parameter tree.
     """
 
     features: int
-    kernel_size: int = 3
-    strides: int = 1
+    kernel_size: int | tuple[int, int] = 3
+    strides: int | tuple[int, int] = 1
     groups: int = 1
     act: Callable[[jax.Array], jax.Array] | None = nn.relu
     bn_epsilon: float = 1e-5
@@ -104,23 +121,52 @@ class ConvBN(nn.Module):
     scale_init: Callable = nn.initializers.ones
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    padding: Padding = "torch"
+    use_bias: bool = False
+    norm: bool = True
+    act_first: bool = False
+    kernel_init: Callable = conv_kernel_init
+    bias_init: Callable = nn.initializers.zeros
+    conv_name: str = "conv"
+    bn_name: str = "bn"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Args: x: (N, H, W, C_in). Returns: (N, H', W', features)."""
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        act = self.act or (lambda y: y)
+        if self.act_first:
+            x = act(x)
         x = conv2d(
-            self.features, self.kernel_size, self.strides, groups=self.groups, name="conv", **kw
-        )(x)
-        x = batch_norm(
-            train,
-            name="bn",
-            epsilon=self.bn_epsilon,
-            momentum=self.bn_momentum,
-            scale_init=self.scale_init,
+            self.features,
+            self.kernel_size,
+            self.strides,
+            groups=self.groups,
+            padding=conv_pads(self.padding, self.kernel_size, self.strides, x.shape),
+            use_bias=self.use_bias,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+            name=self.conv_name,
             **kw,
         )(x)
-        return x if self.act is None else self.act(x)
+        if self.norm:
+            x = batch_norm(
+                train,
+                name=self.bn_name,
+                epsilon=self.bn_epsilon,
+                momentum=self.bn_momentum,
+                scale_init=self.scale_init,
+                **kw,
+            )(x)
+        return x if self.act_first else act(x)
+
+
+def bn_relu(x: jax.Array, train: bool, name: str, **kw: Any) -> jax.Array:
+    """BatchNorm `name` (PyTorch's defaults) then ReLU, the pre-activation of the DenseNet /
+    pre-activation ResNet / WRN convolutions. Call it inside a compact method: the BatchNorm is a
+    child of that module, so the parameter tree keeps the flat `norm1`, `conv1`, ... layout.
+    `kw`: dtype / param_dtype."""
+    return nn.relu(batch_norm(train, name=name, **kw)(x))
 
 
 def torch_dense(features: int, fan_in: int, name: str, **kw: Any) -> nn.Dense:

@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers.conv import conv_kernel_init, torch_linear_init
+from jaxcnn.layers.init import conv_kernel_init, torch_linear_init
 
 
 class SqueezeExcite(nn.Module):
@@ -18,12 +18,15 @@ class SqueezeExcite(nn.Module):
     SqueezeExcitation), so their kernels convert like any convolution's.
 
     Attributes:
-        hidden: channels of the bottleneck (SENet: C // reduction, reduction 16).
-        act: activation between the two layers (SENet: ReLU).
-        gate: the gating function (SENet: sigmoid; MobileNetV3: hard sigmoid).
-        kernel_init: init of both kernels (default: He normal, fan_out, as timm's SENet).
+        hidden: channels of the bottleneck (SENet: C // 16; MobileNetV3: make_divisible(C // 4, 8);
+            EfficientNet: a quarter of the block's input channels).
+        act: activation between the two layers (SENet, MobileNetV3: ReLU; EfficientNet: SiLU).
+        gate: the gating function (SENet, EfficientNet: sigmoid; MobileNetV3: hard sigmoid).
+        kernel_init: init of both kernels (default: He normal, fan_out, as timm's SENet and
+            torchvision's MobileNetV3 / EfficientNet, which initialise them like every conv).
         bias_init: init of both biases; None: PyTorch's default, U(+-1/sqrt(fan_in)) (timm's
-            SENet); torchvision's MobileNetV3 / EfficientNet start them at zero.
+            SENet); torchvision's MobileNetV3 / EfficientNet start them at zero
+            (`nn.initializers.zeros`).
         dtype: computation dtype.
         param_dtype: parameter dtype.
 

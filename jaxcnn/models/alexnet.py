@@ -20,12 +20,11 @@ import dataclasses
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxcnn.layers import torch_dense
 from jaxcnn.layers.lrn import LocalResponseNorm
-from jaxcnn.layers.pooling import adaptive_avg_pool, flatten_nchw
-from jaxcnn.models.base import Classifier, check_image_batch
+from jaxcnn.layers.pooling import adaptive_avg_pool, flatten_nchw, max_pool, pool_out_size
+from jaxcnn.models.base import Classifier, ModelSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,62 +55,23 @@ class AlexNetVariant:
     num_classes: int = 1000
 
 
+_ZFNET = AlexNetVariant(
+    (96, 256, 384, 384, 256),
+    kernels=(7, 5, 3, 3, 3),
+    strides=(2, 2, 1, 1, 1),
+    paddings=(1, 0, 1, 1, 1),
+    lrn=True,
+    ceil_pool=True,
+)
 VARIANTS: dict[str, AlexNetVariant] = {
     "alexnet": AlexNetVariant((64, 192, 384, 256, 256), dropout_first=True),
     "alexnet_2012": AlexNetVariant(
         (96, 256, 384, 384, 256), paddings=(0, 2, 1, 1, 1), groups=(1, 2, 1, 2, 2), lrn=True
     ),
-    "zfnet": AlexNetVariant(
-        (96, 256, 384, 384, 256),
-        kernels=(7, 5, 3, 3, 3),
-        strides=(2, 2, 1, 1, 1),
-        paddings=(1, 0, 1, 1, 1),
-        lrn=True,
-        ceil_pool=True,
-    ),
-    "zfnet_b": AlexNetVariant(
-        (96, 256, 512, 1024, 512),
-        kernels=(7, 5, 3, 3, 3),
-        strides=(2, 2, 1, 1, 1),
-        paddings=(1, 0, 1, 1, 1),
-        lrn=True,
-        ceil_pool=True,
-    ),
+    "zfnet": _ZFNET,
+    # Table 2 row (b): wider conv3-conv5, the same geometry.
+    "zfnet_b": dataclasses.replace(_ZFNET, widths=(96, 256, 512, 1024, 512)),
 }
-
-_AK = "Krizhevsky et al. 2012, ImageNet Classification with Deep CNNs, Sec. 3 and Fig. 2"
-_ZF = "Zeiler & Fergus 2013, Visualizing and Understanding Convolutional Networks, Fig. 3, Table 2"
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "alexnet": (
-        "Krizhevsky 2014, One weird trick for parallelizing CNNs (arXiv 1404.5997)",
-        61_100_840,
-        714_188_480,
-        "torchvision's single-tower 64-192-384-256-256 variant, no LRN",
-    ),
-    "alexnet_2012": (
-        _AK,
-        60_965_224,
-        724_406_816,
-        "227x227 input; LRN with the paper's k=2 (Caffe's bvlc_alexnet uses k=1); "
-        "create_model('alexnet_2012', groups=(1,)*5) is the lecture's single-tower shapes "
-        "(62,378,344 params)",
-    ),
-    "zfnet": (
-        _ZF + " (model a)",
-        62_357_608,
-        1_168_032_896,
-        "LRN for the paper's contrast normalisation",
-    ),
-    "zfnet_b": (_ZF + " (b), the lecture's 512-1024-512", 107_627_624, 2_476_704_896, ""),
-}
-
-
-def _max_pool(x: jax.Array, ceil: bool) -> jax.Array:
-    """3x3 / 2 max pooling; `ceil` rounds the output size up like PyTorch's ceil_mode (Caffe)."""
-    if ceil:
-        extra = [(-(-(s - 3) // 2)) * 2 + 3 - s for s in x.shape[1:3]]
-        x = jnp.pad(x, ((0, 0), (0, extra[0]), (0, extra[1]), (0, 0)), constant_values=-jnp.inf)
-    return nn.max_pool(x, (3, 3), strides=(2, 2))
 
 
 class AlexNet(Classifier):
@@ -125,9 +85,8 @@ class AlexNet(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "AlexNet")
         v, kw = self.variant, self._kw
-        taps, x = {}, x.astype(self.dtype)
+        taps = {}
         for i in range(5):
             k, p = v.kernels[i], v.paddings[i]
             x = nn.Conv(
@@ -143,7 +102,8 @@ class AlexNet(Classifier):
             if i < 2 and v.lrn:
                 x = LocalResponseNorm()(x)
             if i in (0, 1, 4):
-                x = _max_pool(x, v.ceil_pool)
+                # 3x3/2; ceil mode rounds the output size up (Caffe / ZFNet geometry).
+                x = max_pool(x, 3, 2, ceil=v.ceil_pool)
             taps[f"conv{i + 1}"] = x
         x = flatten_nchw(adaptive_avg_pool(x, 6))
         drop = nn.Dropout(v.dropout, deterministic=not train)
@@ -173,13 +133,43 @@ def _min_size(v: AlexNetVariant) -> int:
                 if s < 3:
                     ok = False
                     break
-                s = -(-(s - 3) // 2) + 1 if v.ceil_pool else (s - 3) // 2 + 1
+                s = pool_out_size(s, 3, 2, ceil=v.ceil_pool)
         if ok:
             return size
     raise ValueError(v)
 
 
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, "alexnet", AlexNet, v, 227 if name == "alexnet_2012" else 224, _min_size(v)
+_ZF = "Zeiler & Fergus 2013, Visualizing and Understanding Convolutional Networks, Fig. 3, Table 2"
+# (name, paper, notes, reference key)
+_ROWS = (
+    (
+        "alexnet",
+        "Krizhevsky 2014, One weird trick for parallelizing CNNs (arXiv 1404.5997)",
+        "torchvision's single-tower 64-192-384-256-256 variant, no LRN",
+        "alexnet_tv",
+    ),
+    (
+        "alexnet_2012",
+        "Krizhevsky et al. 2012, ImageNet Classification with Deep CNNs, Sec. 3 and Fig. 2",
+        "227x227 input; LRN with the paper's k=2 (Caffe's bvlc_alexnet uses k=1); "
+        "create_model('alexnet_2012', groups=(1,)*5) is the lecture's single-tower shapes "
+        "(62,378,344 params)",
+        "alexnet_caffe",
+    ),
+    ("zfnet", _ZF + " (model a)", "LRN for the paper's contrast normalisation", "zfnet"),
+    ("zfnet_b", _ZF + " (b), the lecture's 512-1024-512", "", "zfnet_b"),
+)
+MODELS = tuple(
+    ModelSpec(
+        name,
+        "alexnet",
+        AlexNet,
+        VARIANTS[name],
+        227 if name == "alexnet_2012" else 224,
+        _min_size(VARIANTS[name]),
+        paper,
+        notes,
+        key,
+    )
+    for name, paper, notes, key in _ROWS
+)

@@ -17,14 +17,13 @@ norm2,conv2}` (`norm1`, `conv1` = the 1x1 bottleneck, absent without one), `tran
 """
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import batch_norm, conv2d, torch_linear_init
-from jaxcnn.models.base import Classifier, check_image_batch
+from jaxcnn.layers import bn_relu, conv2d, torch_linear_init
+from jaxcnn.models.base import Classifier, ModelSpec, Module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,50 +76,22 @@ VARIANTS: dict[str, DenseNetVariant] = {
     "densenet_bc190_k40": _cifar(190, 40, bc=True),
 }
 
-_PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks"
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "densenet121": (_PAPER + ", Table 1", 7_978_856, 2_834_161_664, ""),
-    "densenet161": (_PAPER + ", Table 1 (k=48, as released)", 28_681_000, 7_727_907_072, ""),
-    "densenet169": (_PAPER + ", Table 1", 14_149_480, 3_359_843_328, ""),
-    "densenet201": (_PAPER + ", Table 1", 20_013_928, 4_291_365_888, ""),
-    "densenet40_k12": (_PAPER + ", Table 2 (DenseNet L=40, k=12)", 1_019_722, 264_812_928, ""),
-    "densenet_bc100_k12": (
-        _PAPER + ", Table 2 (DenseNet-BC L=100, k=12)",
-        769_162,
-        287_929_692,
-        "",
-    ),
-    "densenet_bc250_k24": (
-        _PAPER + ", Table 2 (DenseNet-BC L=250, k=24)",
-        15_324_406,
-        5_418_785_724,
-        "",
-    ),
-    "densenet_bc190_k40": (
-        _PAPER + ", Table 2 (DenseNet-BC L=190, k=40)",
-        25_624_430,
-        9_301_945_740,
-        "",
-    ),
-}
 
-
-class DenseLayer(nn.Module):
+class DenseLayer(Module):
     """[BN -> ReLU -> 1x1 conv to bn_size*k] -> BN -> ReLU -> 3x3 conv to k -> dropout."""
 
     growth_rate: int
     bn_size: int | None
     drop_rate: float
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        kw = self._kw
         if self.bn_size is not None:
-            x = nn.relu(batch_norm(train, name="norm1", **kw)(x))
-            x = conv2d(self.bn_size * self.growth_rate, 1, name="conv1", **kw)(x)
-        x = nn.relu(batch_norm(train, name="norm2", **kw)(x))
+            x = conv2d(self.bn_size * self.growth_rate, 1, name="conv1", **kw)(
+                bn_relu(x, train, "norm1", **kw)
+            )
+        x = bn_relu(x, train, "norm2", **kw)
         x = conv2d(self.growth_rate, 3, name="conv2", **kw)(x)
         return nn.Dropout(self.drop_rate, deterministic=not train)(x)
 
@@ -135,12 +106,11 @@ class DenseNet(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "DenseNet")
         v, kw = self.variant, self._kw
-        taps, x = {}, x.astype(self.dtype)
+        taps = {}
         if v.stem == "imagenet":
             x = conv2d(v.init_features, 7, 2, name="stem_conv", **kw)(x)
-            x = nn.relu(batch_norm(train, name="stem_norm", **kw)(x))
+            x = bn_relu(x, train, "stem_norm", **kw)
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         else:  # pre-activation from here on: the first block's BN follows directly
             x = conv2d(v.init_features, 3, name="stem_conv", **kw)(x)
@@ -156,7 +126,7 @@ class DenseNet(Classifier):
                 x = Transition(int(x.shape[-1] * v.compression), name=f"transition{b}", **kw)(
                     x, train=train
                 )
-        x = nn.relu(batch_norm(train, name="final_norm", **kw)(x))
+        x = bn_relu(x, train, "final_norm", **kw)
         taps["pre_logits"] = x = jnp.mean(x, axis=(1, 2))
         kernel_init, _ = torch_linear_init(x.shape[-1])
         # torchvision's DenseNet initialises the classifier bias to zero.
@@ -164,30 +134,34 @@ class DenseNet(Classifier):
         return taps
 
 
-class Transition(nn.Module):
+class Transition(Module):
     """BN -> ReLU -> 1x1 conv (compression) -> 2x2 average pool."""
 
     features: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        x = nn.relu(batch_norm(train, name="norm", **kw)(x))
-        x = conv2d(self.features, 1, name="conv", **kw)(x)
+        x = conv2d(self.features, 1, name="conv", **self._kw)(bn_relu(x, train, "norm", **self._kw))
         return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        cifar = v.stem == "cifar"
-        yield (
-            name,
-            "densenet_cifar" if cifar else "densenet",
-            DenseNet,
-            v,
-            32 if cifar else 224,
-            (4 if cifar else 32),
-        )
+_PAPER = "Huang et al. 2017, Densely Connected Convolutional Networks"
+_TABLES = {
+    "densenet121": "Table 1",
+    "densenet161": "Table 1 (k=48, as released)",
+    "densenet169": "Table 1",
+    "densenet201": "Table 1",
+    "densenet40_k12": "Table 2 (DenseNet L=40, k=12)",
+    "densenet_bc100_k12": "Table 2 (DenseNet-BC L=100, k=12)",
+    "densenet_bc250_k24": "Table 2 (DenseNet-BC L=250, k=24)",
+    "densenet_bc190_k40": "Table 2 (DenseNet-BC L=190, k=40)",
+}
+
+
+# stem -> (family, native resolution, smallest input side, suffix of the reference key)
+_STEMS = {"imagenet": ("densenet", 224, 32, ""), "cifar": ("densenet_cifar", 32, 4, "_cifar")}
+MODELS = tuple(
+    ModelSpec(name, fam, DenseNet, v, res, size, f"{_PAPER}, {_TABLES[name]}", "", name + suffix)
+    for name, v in VARIANTS.items()
+    for fam, res, size, suffix in [_STEMS[v.stem]]
+)

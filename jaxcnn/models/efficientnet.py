@@ -28,16 +28,14 @@ Parameter tree (a public contract): `stem/{conv,bn}`,
 
 import dataclasses
 import math
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import ConvBN, DropPath, conv_kernel_init
-from jaxcnn.models.base import Classifier, check_image_batch
-from jaxcnn.models.mobilenet import make_divisible
+from jaxcnn.layers import ConvBN, DropPath, SqueezeExcite, make_divisible, uniform_init
+from jaxcnn.models.base import Classifier, ModelSpec, Module
 
 # Tan & Le 2019, Table 1 (B0): (expansion, kernel, first stride, input channels, output channels,
 # layers) of each stage; as torchvision's `_efficientnet_conf`.
@@ -136,65 +134,35 @@ class EfficientNetVariant:
         return specs
 
 
-class ConvBNAct(ConvBN):
-    """`layers.ConvBN` with this family's defaults: a 1x1 convolution and SiLU (torchvision's
-    B5-B7 pass `bn_epsilon=1e-3, bn_momentum=0.01`)."""
-
-    kernel_size: int = 1
-    act: Callable[[jax.Array], jax.Array] | None = nn.silu
-
-
-class SqueezeExcitation(nn.Module):
-    """torchvision's `SqueezeExcitation` with SiLU: x * sigmoid(fc2(silu(fc1(mean_hw(x))))).
-
-    `fc1` / `fc2` are 1x1 convolutions with biases (as torchvision's), so weights convert unchanged.
-    """
-
-    squeeze: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Args: x: (N, H, W, C). Returns: x rescaled per channel, (N, H, W, C)."""
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype, "kernel_init": conv_kernel_init}
-        s = jnp.mean(x, axis=(1, 2), keepdims=True)
-        s = nn.silu(nn.Conv(self.squeeze, (1, 1), name="fc1", **kw)(s))
-        s = nn.sigmoid(nn.Conv(x.shape[-1], (1, 1), name="fc2", **kw)(s))
-        return x * s
-
-
-class MBConv(nn.Module):
+class MBConv(Module):
     """[1x1 expand + BN + SiLU] -> kxk depthwise + BN + SiLU -> SE -> 1x1 project + BN, plus a
     residual (with stochastic depth on the branch) where the shape is unchanged."""
 
     spec: MBConvSpec
     bn_epsilon: float = 1e-5
     bn_momentum: float = 0.1
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Args: x: (N, H, W, spec.in_channels). Returns: (N, H / stride, W / stride, out_channels)."""
         sp = self.spec
-        kw = {
-            "bn_epsilon": self.bn_epsilon,
-            "bn_momentum": self.bn_momentum,
-            "dtype": self.dtype,
-            "param_dtype": self.param_dtype,
-        }
+        kw = {"bn_epsilon": self.bn_epsilon, "bn_momentum": self.bn_momentum, **self._kw}
         y = x
         if sp.expanded != sp.in_channels:
-            y = ConvBNAct(sp.expanded, 1, name="expand", **kw)(y, train=train)
-        y = ConvBNAct(sp.expanded, sp.kernel, sp.stride, groups=sp.expanded, name="dw", **kw)(
-            y, train=train
-        )
-        # torchvision squeezes to a quarter of the block's *input* channels.
-        y = SqueezeExcitation(
-            max(1, sp.in_channels // 4), name="se", dtype=self.dtype, param_dtype=self.param_dtype
+            y = ConvBN(sp.expanded, 1, act=nn.silu, name="expand", **kw)(y, train=train)
+        y = ConvBN(
+            sp.expanded, sp.kernel, sp.stride, groups=sp.expanded, act=nn.silu, name="dw", **kw
+        )(y, train=train)
+        # torchvision's SqueezeExcitation: a quarter of the block's *input* channels, SiLU, a
+        # sigmoid gate; fc1/fc2 initialised like every conv, zero biases.
+        y = SqueezeExcite(
+            max(1, sp.in_channels // 4),
+            act=nn.silu,
+            bias_init=nn.initializers.zeros,
+            name="se",
+            **self._kw,
         )(y)
-        y = ConvBNAct(sp.out_channels, 1, act=None, name="project", **kw)(y, train=train)
+        y = ConvBN(sp.out_channels, 1, act=None, name="project", **kw)(y, train=train)
         if not sp.residual:
             return y
         return x + DropPath(sp.drop_rate)(y, deterministic=not train)
@@ -213,26 +181,26 @@ class EfficientNet(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "EfficientNet")
         v = self.variant
         kw = {"bn_epsilon": v.bn_epsilon, "bn_momentum": v.bn_momentum, **self._kw}
-        taps, x = {}, x.astype(self.dtype)
+        taps = {}
         blocks = v.blocks()
-        taps["stem"] = x = ConvBNAct(blocks[0].in_channels, 3, 2, name="stem", **kw)(x, train=train)
+        taps["stem"] = x = ConvBN(blocks[0].in_channels, 3, 2, act=nn.silu, name="stem", **kw)(
+            x, train=train
+        )
         for sp in blocks:
             x = MBConv(sp, name=f"stage{sp.stage}_block{sp.index}", **kw)(x, train=train)
             taps[f"stage{sp.stage}"] = x
         # torchvision: 4 x the last stage's scaled channels (1280 at width 1), which can differ from
         # a rounded 1280 * width.
         final = 4 * blocks[-1].out_channels
-        taps["final"] = x = ConvBNAct(final, 1, name="final", **kw)(x, train=train)
+        taps["final"] = x = ConvBN(final, 1, act=nn.silu, name="final", **kw)(x, train=train)
         taps["pre_logits"] = x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(v.dropout, deterministic=not train)(x)
         # torchvision: U(-1/sqrt(num_classes), 1/sqrt(num_classes)) weights, zero bias.
-        bound = 1.0 / math.sqrt(self.num_classes)
         taps["logits"] = nn.Dense(
             self.num_classes,
-            kernel_init=lambda k, s, d=jnp.float32: jax.random.uniform(k, s, d, -bound, bound),
+            kernel_init=uniform_init(1.0 / math.sqrt(self.num_classes)),
             name="head",
             **self._kw,
         )(x)
@@ -321,18 +289,6 @@ def efficientnet_compound(
     return model, resolution
 
 
-# Parameters and MACs (conv + linear) of torchvision's builds at the paper resolution, from the
-# reference table (rows efficientnet_b0..b7).
-_MEASURED = {
-    "efficientnet_b0": (5_288_548, 385_814_752),
-    "efficientnet_b1": (7_794_184, 686_802_832),
-    "efficientnet_b2": (9_109_994, 993_561_872),
-    "efficientnet_b3": (12_233_232, 1_827_141_392),
-    "efficientnet_b4": (19_341_616, 4_393_771_024),
-    "efficientnet_b5": (30_389_784, 10_266_384_752),
-    "efficientnet_b6": (43_040_704, 19_067_593_536),
-    "efficientnet_b7": (66_347_960, 37_745_884_192),
-}
 _PAPER = "Tan & Le 2019, EfficientNet, Table 1 (B0) and the released scaling table (Table 2 models)"
 _COMMON_NOTES = (
     "torchvision layout (symmetric padding, not TF 'SAME'; SE squeeze = block input / 4); "
@@ -353,12 +309,10 @@ def _notes(name: str) -> str:
     return notes
 
 
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    name: (_PAPER, params, macs, _notes(name)) for name, (params, macs) in _MEASURED.items()
-}
-
-
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, "efficientnet", EfficientNet, v, SCALING[name][2], 32
+# Figures: torchvision's builds at the paper resolution, reference rows efficientnet_b0..b7.
+MODELS = tuple(
+    ModelSpec(
+        name, "efficientnet", EfficientNet, v, SCALING[name][2], 32, _PAPER, _notes(name), name
+    )
+    for name, v in VARIANTS.items()
+)

@@ -32,7 +32,6 @@ fc, head}`; `head`.
 """
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -40,113 +39,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import batch_norm, torch_linear_init
+from jaxcnn.layers import ConvBN, normal_init, torch_linear_init, xavier_uniform_init
 from jaxcnn.layers.lrn import LocalResponseNorm
-from jaxcnn.layers.pooling import adaptive_avg_pool, flatten_nchw
-from jaxcnn.models.base import Classifier, check_image_batch
+from jaxcnn.layers.pooling import adaptive_avg_pool, flatten_nchw, max_pool, pool_out_size
+from jaxcnn.models.base import AuxClassifier, ModelSpec, Module
 
 Init = Literal["caffe", "torchvision"]
-
-
-def pool_out_size(size: int, kernel: int, stride: int, pad: int = 0, ceil: bool = False) -> int:
-    """Output side of PyTorch's `MaxPool2d` / Caffe's pooling (ceil mode: a last partial window
-    is kept if it starts inside the input or its left padding)."""
-    span = size + 2 * pad - kernel
-    out = (-(-span // stride) if ceil else span // stride) + 1
-    if ceil and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def max_pool(
-    x: jax.Array, kernel: int, stride: int, pad: int = 0, *, ceil: bool = False
-) -> jax.Array:
-    """`torch.nn.MaxPool2d(kernel, stride, pad, ceil_mode=ceil)` on NHWC input.
-
-    Ceil mode pads the bottom / right with -inf so that a last, partial window is pooled too
-    (Caffe always pools this way; torchvision's GoogLeNet asks for it).
-    """
-    pads = []
-    for size in x.shape[1:3]:
-        out = pool_out_size(size, kernel, stride, pad, ceil)
-        if out < 1:
-            raise ValueError(
-                f"max pool {kernel}x{kernel}/{stride}: a {x.shape[1]}x{x.shape[2]} feature map is "
-                "too small (use a larger input image)"
-            )
-        pads.append((pad, max(pad, (out - 1) * stride + kernel - size - pad)))
-    return nn.max_pool(x, (kernel, kernel), (stride, stride), padding=tuple(pads))
-
-
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def normal_init(std: float) -> Callable:
-    """N(0, std^2) weights, drawn flat and reshaped: the same values as `nn.initializers.normal`,
-    but XLA:CPU compiles a flat draw several times faster than a 4-D one (see
-    `jaxcnn.layers.conv_kernel_init`), and a jitted `init` is dominated by these draws."""
-
-    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-        return (jax.random.normal(key, (math.prod(shape),), dtype) * std).reshape(shape)
-
-    return init
-
-
-def xavier_uniform_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32):
-    """Caffe's "xavier" filler: U(-a, a) with a = sqrt(3 / fan_in), fan_in = all but the last axis
-    (kernel height x width x input channels); drawn flat like `normal_init`."""
-    limit = math.sqrt(3.0 / math.prod(shape[:-1]))
-    return jax.random.uniform(key, (math.prod(shape),), dtype, -limit, limit).reshape(shape)
-
-
-class BasicConv2d(nn.Module):
-    """Convolution, then BatchNorm (or a bias when `batch_norm=False`), then ReLU.
-
-    torchvision's `BasicConv2d` (bias-free conv + BN + ReLU) or the paper's conv + bias + ReLU.
-    Padding is PyTorch's: symmetric, `padding` pixels on each side (0 = "valid").
-
-    Attributes:
-        features: output channels.
-        kernel_size: side, or (height, width) for Inception-v3's 1x7 / 7x1 convolutions.
-        strides: square stride.
-        padding: pixels on each side, or (rows, columns).
-        batch_norm: BatchNorm after the convolution (and no bias).
-        bn_epsilon: BatchNorm epsilon.
-        kernel_init, bias_init: initialisers.
-        dtype, param_dtype: computation and parameter dtypes.
-    """
-
-    features: int
-    kernel_size: int | tuple[int, int] = 1
-    strides: int = 1
-    padding: int | tuple[int, int] = 0
-    batch_norm: bool = True
-    bn_epsilon: float = 1e-3
-    kernel_init: Callable = normal_init(0.01)
-    bias_init: Callable = nn.initializers.zeros
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """Args: x: (N, H, W, C_in). Returns: (N, H', W', features)."""
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        ph, pw = _pair(self.padding)
-        x = nn.Conv(
-            self.features,
-            _pair(self.kernel_size),
-            strides=(self.strides, self.strides),
-            padding=((ph, ph), (pw, pw)),
-            use_bias=not self.batch_norm,
-            kernel_init=self.kernel_init,
-            bias_init=self.bias_init,
-            name="conv",
-            **kw,
-        )(x)
-        if self.batch_norm:
-            x = batch_norm(train, name="bn", epsilon=self.bn_epsilon, **kw)(x)
-        return nn.relu(x)
 
 
 def _conv_inits(init: Init) -> tuple[Callable, Callable]:
@@ -157,6 +55,26 @@ def _conv_inits(init: Init) -> tuple[Callable, Callable]:
         return xavier_uniform_init, nn.initializers.constant(0.2)
     # torchvision: trunc_normal_(std=0.01, a=-2, b=2), truncated at +-200 std, i.e. a normal.
     return normal_init(0.01), nn.initializers.zeros
+
+
+def _conv(
+    features: int, kernel: int, strides: int = 1, *, batch_norm: bool, init: Init, **kw: Any
+) -> ConvBN:
+    """A convolution of the build: ReLU after BatchNorm (torchvision's bias-free `BasicConv2d`) or
+    after a bias (the paper); PyTorch's symmetric `k // 2` padding. `kw`: bn_epsilon, name,
+    dtypes."""
+    kernel_init, bias_init = _conv_inits(init)
+    return ConvBN(
+        features,
+        kernel,
+        strides,
+        padding=kernel // 2,
+        use_bias=not batch_norm,
+        norm=batch_norm,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        **kw,
+    )
 
 
 def _dense(features: int, fan_in: int, init: Init, name: str, **kw: Any) -> nn.Dense:
@@ -191,7 +109,7 @@ def _scale(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
-class InceptionModule(nn.Module):
+class InceptionModule(Module):
     """The Inception module with dimension reductions (Szegedy et al. 2014, Fig. 2b).
 
     Four parallel branches, concatenated along channels: a 1x1 conv; a 1x1 reduction then a 3x3
@@ -212,28 +130,15 @@ class InceptionModule(nn.Module):
     batch_norm: bool = False
     bn_epsilon: float = 1e-3
     init: Init = "caffe"
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Args: x: (N, H, W, C). Returns: (N, H, W, spec.out_channels)."""
         s = self.spec
-        kernel_init, bias_init = _conv_inits(self.init)
+        opts = {"batch_norm": self.batch_norm, "init": self.init, "bn_epsilon": self.bn_epsilon}
 
-        def conv(features: int, kernel: int, name: str) -> BasicConv2d:
-            return BasicConv2d(
-                features,
-                kernel,
-                padding=kernel // 2,
-                batch_norm=self.batch_norm,
-                bn_epsilon=self.bn_epsilon,
-                kernel_init=kernel_init,
-                bias_init=bias_init,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                name=name,
-            )
+        def conv(features: int, kernel: int, name: str) -> ConvBN:
+            return _conv(features, kernel, name=name, **opts, **self._kw)
 
         b1 = conv(s.conv1x1, 1, "conv1x1")(x, train=train)
         b2 = conv(s.conv3x3_reduce, 1, "conv3x3_reduce")(x, train=train)
@@ -326,7 +231,7 @@ VARIANTS: dict[str, GoogLeNetVariant] = {
 }
 
 
-class InceptionAux(nn.Module):
+class InceptionAux(Module):
     """Auxiliary classifier (Sec. 5): 4x4 average pool, 1x1 conv, FC + ReLU, dropout, linear.
 
     Attributes:
@@ -337,25 +242,22 @@ class InceptionAux(nn.Module):
 
     variant: GoogLeNetVariant
     num_classes: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Args: x: (N, H, W, C), H = W = 14 at 224 px. Returns: (N, num_classes)."""
-        v, kw = self.variant, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        v, kw = self.variant, self._kw
         if v.aux_pool == "paper" and pool_out_size(x.shape[1], 5, 3) == 4 == pool_out_size(
             x.shape[2], 5, 3
         ):
             x = nn.avg_pool(x, (5, 5), (3, 3))
         x = adaptive_avg_pool(x, 4)
-        kernel_init, bias_init = _conv_inits(v.init)
-        x = BasicConv2d(
+        x = _conv(
             _scale(v.aux_channels, v.width_mult),
+            1,
             batch_norm=v.batch_norm,
+            init=v.init,
             bn_epsilon=v.bn_epsilon,
-            kernel_init=kernel_init,
-            bias_init=bias_init,
             name="conv",
             **kw,
         )(x, train=train)
@@ -366,7 +268,7 @@ class InceptionAux(nn.Module):
         return _dense(self.num_classes, hidden, v.init, "head", **kw)(x)
 
 
-class GoogLeNet(Classifier):
+class GoogLeNet(AuxClassifier):
     """GoogLeNet / Inception v1, NHWC (`variant`: `VARIANTS`).
 
     `__call__(x, train=True)` returns `(logits, (aux1, aux2))` when `variant.aux_logits`, else logits.
@@ -379,45 +281,18 @@ class GoogLeNet(Classifier):
     are those of `width_mult=1`.
     """
 
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array | tuple[jax.Array, tuple]:
-        """Classifies a batch.
-
-        Args:
-            x: images, (N, H, W, C), any channel count.
-            train: batch statistics and dropout (True) or running statistics (False).
-
-        Returns:
-            Logits (N, num_classes); in train mode with `aux_logits`, `(logits, (aux1, aux2))`.
-        """
-        taps = self._forward(x, train)
-        if train and self.variant.aux_logits:
-            return taps["logits"], tuple(
-                taps[f"aux{i + 1}"] for i in range(len(self.variant.aux_after))
-            )
-        return taps["logits"]
+    def aux_count(self) -> int:
+        return len(self.variant.aux_after)
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "GoogLeNet")
         v, kw = self.variant, self._kw
         taps = {}
-        kernel_init, bias_init = _conv_inits(v.init)
+        opts = {"batch_norm": v.batch_norm, "init": v.init, "bn_epsilon": v.bn_epsilon}
 
-        def conv(features: int, kernel: int, stride: int, name: str) -> BasicConv2d:
-            return BasicConv2d(
-                _scale(features, v.width_mult),
-                kernel,
-                stride,
-                padding=kernel // 2,
-                batch_norm=v.batch_norm,
-                bn_epsilon=v.bn_epsilon,
-                kernel_init=kernel_init,
-                bias_init=bias_init,
-                name=name,
-                **kw,
-            )
+        def conv(features: int, kernel: int, stride: int, name: str) -> ConvBN:
+            return _conv(_scale(features, v.width_mult), kernel, stride, name=name, **opts, **kw)
 
-        x = x.astype(self.dtype)
         x = conv(v.stem[0], 7, 2, "conv1")(x, train=train)
         x = max_pool(x, 3, 2, ceil=True)
         if v.lrn:  # Caffe's LRN: k = 1
@@ -455,8 +330,7 @@ class GoogLeNet(Classifier):
                 f"GoogLeNet: aux_after={v.aux_after} names modules the variant does not have "
                 f"(its stages have {[len(specs) for specs in v.stages]} modules: 3a, 3b, 4a, ...)"
             )
-        x = jnp.mean(x, axis=(1, 2))
-        taps["pre_logits"] = x
+        taps["pre_logits"] = x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(v.dropout, deterministic=not train)(x)
         taps["logits"] = _dense(self.num_classes, x.shape[-1], v.init, "head", **kw)(x)
         return taps
@@ -464,28 +338,22 @@ class GoogLeNet(Classifier):
 
 _PAPER = "Szegedy et al. 2014, Going Deeper with Convolutions (arXiv 1409.4842), Table 1"
 
-# name -> (paper, reference params, reference MACs at the native resolution, notes).
-# Params (with both auxiliary heads) and MACs (inference network: conv + linear, no auxiliary
-# heads) from ../shared/reference/reference_numbers.json rows googlenet_paper_aux / googlenet_tv_aux.
-# Without the auxiliary heads (aux_logits=False): 6,998,552 and 6,624,904 parameters.
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
+# name -> notes. Reference rows googlenet_paper_aux / googlenet_tv_aux: params with both auxiliary
+# heads, MACs of the inference network (conv + linear, no auxiliary heads). Without the auxiliary
+# heads (aux_logits=False): 6,998,552 and 6,624,904 parameters (rows googlenet_paper, googlenet_tv).
+_NOTES = {
     "googlenet": (
-        _PAPER,
-        13378280,
-        1582671872,
         "params include both auxiliary classifiers (6,998,552 without: aux_logits=False); "
         "Table 1's ~6.8M sum and 1.5G ops understate conv1 (see reference_numbers.md); "
-        "auxiliary pool is adaptive 4x4 at inputs where 5x5/3 does not give 4x4",
+        "auxiliary pool is adaptive 4x4 at inputs where 5x5/3 does not give 4x4"
     ),
     "googlenet_tv": (
-        _PAPER,
-        13004888,
-        1498376192,
         "torchvision's layout: BatchNorm (eps 1e-3) and no biases, 3x3 conv in the '5x5' branch, "
         "no LRN, 2x2/2 pool before (5a), adaptive 4x4 auxiliary pool, dropout 0.2; params "
-        "include both auxiliary classifiers (6,624,904 without)",
+        "include both auxiliary classifiers (6,624,904 without)"
     ),
 }
+_REFERENCE_KEYS = {"googlenet": "googlenet_paper_aux", "googlenet_tv": "googlenet_tv_aux"}
 
 # Smallest input side: every ceil-mode max pool must keep at least one window (`pool_out_size`).
 # torchvision's build (2x2/2 pool before stage 5) accepts 15 px and up, as torchvision does; the
@@ -493,16 +361,24 @@ REFERENCE: dict[str, tuple[str, int, int, str]] = {
 MIN_IMAGE_SIZE = {"googlenet": 31, "googlenet_tv": 15}
 
 
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, "googlenet", GoogLeNet, v, 224, MIN_IMAGE_SIZE[name]
-
+MODELS = tuple(
+    ModelSpec(
+        name,
+        "googlenet",
+        GoogLeNet,
+        v,
+        224,
+        MIN_IMAGE_SIZE[name],
+        _PAPER,
+        _NOTES[name],
+        _REFERENCE_KEYS[name],
+    )
+    for name, v in VARIANTS.items()
+)
 
 __all__ = [
     "TABLE1",
     "VARIANTS",
-    "BasicConv2d",
     "GoogLeNet",
     "GoogLeNetVariant",
     "InceptionAux",

@@ -37,49 +37,44 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import torch_linear_init
+from jaxcnn.layers import ConvBN, normal_init, torch_linear_init
 from jaxcnn.layers.pooling import adaptive_avg_pool
-from jaxcnn.models.base import Classifier, check_image_batch
-from jaxcnn.models.googlenet import BasicConv2d, normal_init
+from jaxcnn.models.base import AuxClassifier, ModelSpec, Module
 
 # torchvision's init: trunc_normal_(std, a=-2, b=2) truncates at >= 20 std, i.e. a plain normal.
 _STD = 0.1
 
 
-class _Block(nn.Module):
+def _conv(
+    features: int,
+    kernel: int | tuple[int, int],
+    name: str,
+    strides: int = 1,
+    padding: int | tuple[int, int] = 0,
+    std: float = _STD,
+    **kw: Any,
+) -> ConvBN:
+    """torchvision's `BasicConv2d`: bias-free conv (symmetric `padding`, 0 = valid) -> BN -> ReLU.
+    `kw`: bn_epsilon, dtypes."""
+    return ConvBN(
+        features, kernel, strides, padding=padding, kernel_init=normal_init(std), name=name, **kw
+    )
+
+
+class _Block(Module):
     """Shared attributes of the Inception-v3 blocks.
 
     Attributes:
         widths: the block's filter counts (the order is given by each subclass).
         bn_epsilon: BatchNorm epsilon.
-        dtype, param_dtype: computation and parameter dtypes.
     """
 
     widths: tuple[int, ...]
     bn_epsilon: float = 1e-3
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
-    def conv(
-        self,
-        features: int,
-        kernel: int | tuple[int, int],
-        name: str,
-        strides: int = 1,
-        padding: int | tuple[int, int] = 0,
-        std: float = _STD,
-    ) -> BasicConv2d:
-        return BasicConv2d(
-            features,
-            kernel,
-            strides,
-            padding,
-            bn_epsilon=self.bn_epsilon,
-            kernel_init=normal_init(std),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name=name,
-        )
+    def conv(self, features: int, kernel: int | tuple[int, int], name: str, **kw: Any) -> ConvBN:
+        """A `BasicConv2d` of the block (`kw`: strides, padding, std)."""
+        return _conv(features, kernel, name, bn_epsilon=self.bn_epsilon, **kw, **self._kw)
 
 
 def _avg_pool_3x3(x: jax.Array) -> jax.Array:
@@ -277,7 +272,7 @@ def _scale(widths: tuple[int, ...], width: float) -> tuple[int, ...]:
     return tuple(max(1, round(c * width)) for c in widths)
 
 
-class InceptionV3(Classifier):
+class InceptionV3(AuxClassifier):
     """Inception-v3, NHWC (`variant`: `VARIANTS`).
 
     `__call__(x, train=True)` returns `(logits, (aux1,))` when `variant.aux_logits`, else logits.
@@ -289,24 +284,11 @@ class InceptionV3(Classifier):
     (N, 2048); `logits`, (N, num_classes). Channel counts are those of `width_mult=1`.
     """
 
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array | tuple[jax.Array, tuple]:
-        """Classifies a batch.
-
-        Args:
-            x: images, (N, H, W, C), H, W >= 75, any channel count.
-            train: batch statistics and dropout (True) or running statistics (False).
-
-        Returns:
-            Logits (N, num_classes); in train mode with `aux_logits`, `(logits, (aux1,))`.
-        """
-        taps = self._forward(x, train)
-        if train and self.variant.aux_logits:
-            return taps["logits"], (taps["aux1"],)
-        return taps["logits"]
+    def aux_count(self) -> int:
+        return 1
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "InceptionV3")
         if min(x.shape[1:3]) < 75:
             raise ValueError(
                 f"InceptionV3 needs inputs of at least 75x75 pixels; got {x.shape[1]}x{x.shape[2]}"
@@ -314,20 +296,10 @@ class InceptionV3(Classifier):
         v, kw = self.variant, self._kw
         block_kw = {"bn_epsilon": v.bn_epsilon, **kw}
         taps = {}
-        x = x.astype(self.dtype)
         s1a, s2a, s2b, s3b, s4a = _scale(v.stem, v.width_mult)
 
-        def conv(features: int, kernel: int, name: str, strides: int = 1, padding: int = 0):
-            return BasicConv2d(
-                features,
-                kernel,
-                strides,
-                padding,
-                bn_epsilon=v.bn_epsilon,
-                kernel_init=normal_init(_STD),
-                name=name,
-                **kw,
-            )
+        def conv(features: int, kernel: int, name: str, **opts: Any) -> ConvBN:
+            return _conv(features, kernel, name, bn_epsilon=v.bn_epsilon, **opts, **kw)
 
         x = conv(s1a, 3, "Conv2d_1a_3x3", strides=2)(x, train=train)
         x = conv(s2a, 3, "Conv2d_2a_3x3")(x, train=train)
@@ -366,26 +338,20 @@ class InceptionV3(Classifier):
         return taps
 
 
-_PAPER = (
-    "Szegedy et al. 2015, Rethinking the Inception Architecture for Computer Vision "
-    "(arXiv 1512.00567), Table 1"
-)
-
-# name -> (paper, reference params, reference MACs at the native resolution, notes).
-# ../shared/reference/reference_numbers.json row inception_v3_tv_aux (params with the auxiliary
-# classifier; 23,834,568 without it, row inception_v3; MACs: the inference network, conv + linear).
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "inception_v3": (
-        _PAPER,
-        27161264,
-        5713216096,
+# Reference row inception_v3_tv_aux: params with the auxiliary classifier (23,834,568 without it,
+# row inception_v3); MACs of the inference network, conv + linear.
+MODELS = (
+    ModelSpec(
+        "inception_v3",
+        "inception_v3",
+        InceptionV3,
+        VARIANTS["inception_v3"],
+        299,
+        75,
+        "Szegedy et al. 2015, Rethinking the Inception Architecture for Computer Vision "
+        "(arXiv 1512.00567), Table 1",
         "torchvision / TF-slim filter counts; params include the auxiliary classifier "
         "(23,834,568 without: aux_logits=False); auxiliary pool adaptive 5x5 below 299 px",
+        "inception_v3_tv_aux",
     ),
-}
-
-
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, "inception_v3", InceptionV3, v, 299, 75
+)

@@ -34,17 +34,14 @@ residual blocks add `project/{kernel,bias}`; IRv2 `final_conv/{conv,bn}`; `head`
 """
 
 import dataclasses
-import functools
-import math
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import batch_norm, torch_dense
-from jaxcnn.models.base import Classifier, check_image_batch
+from jaxcnn.layers import ConvBN, conv2d, torch_dense
+from jaxcnn.models.base import Classifier, ModelSpec, Module
 
 # Smallest input side (see the module docstring).
 MIN_IMAGE_SIZE = 75
@@ -55,25 +52,10 @@ MIN_IMAGE_SIZE = 75
 Spec = tuple[int, int, int, bool]
 _1x1: Spec = (1, 1, 1, True)
 _3x3: Spec = (3, 3, 1, True)
-_1x3: Spec = (1, 3, 1, True)
-_3x1: Spec = (3, 1, 1, True)
-_1x7: Spec = (1, 7, 1, True)
-_7x1: Spec = (7, 1, 1, True)
+_5x5: Spec = (5, 5, 1, True)
+_1x3, _3x1, _1x7, _7x1 = (1, 3, 1, True), (3, 1, 1, True), (1, 7, 1, True), (7, 1, 1, True)
 _3x3_V: Spec = (3, 3, 1, False)
 _3x3_S2V: Spec = (3, 3, 2, False)
-
-
-def kernel_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-    """He normal with fan_out (`jaxcnn.layers.conv_kernel_init`'s distribution), drawn flat.
-
-    XLA:CPU (jaxlib 0.10.2) compiles a random draw over a 4-D shape with small dimensions slowly
-    (measured on 2 busy cores: 10 s for one (3, 3, 8, 8) kernel, 2-3 s flat); the jitted `init` of
-    the quarter-width Inception-ResNet-v2 of the training test compiled in 5 minutes with 4-D draws,
-    in 1 minute flat.
-    """
-    std = math.sqrt(2.0 / (math.prod(shape[:-2]) * shape[-1]))
-    return (jax.random.normal(key, (math.prod(shape),), dtype) * std).reshape(shape)
-
 
 Widths = Any  # an int, or a tuple of (nested tuples of) ints: one per convolution of a block
 
@@ -183,44 +165,17 @@ VARIANTS = {
 }
 
 
-class ConvNormAct(nn.Module):
-    """Bias-free convolution -> BatchNorm -> ReLU (timm's `ConvNormAct`, TF-slim's `conv2d`).
-
-    Attributes:
-        features: output channels.
-        spec: (kernel height, kernel width, stride, padded); see the module's `_3x3`, `_1x7`, ...
-        bn_epsilon: BatchNorm epsilon.
-        dtype: computation dtype.
-        param_dtype: parameter dtype.
-    """
-
-    features: int
-    spec: Spec = _1x1
-    bn_epsilon: float = 1e-3
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """Args: x: (N, H, W, C_in). Returns: (N, H', W', features)."""
-        kh, kw, stride, padded = self.spec
-        pad = ((kh // 2, kh // 2), (kw // 2, kw // 2)) if padded else ((0, 0), (0, 0))
-        kwargs = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        x = nn.Conv(
-            self.features,
-            (kh, kw),
-            strides=(stride, stride),
-            padding=pad,
-            use_bias=False,
-            kernel_init=kernel_init,
-            name="conv",
-            **kwargs,
-        )(x)
-        return nn.relu(batch_norm(train, name="bn", epsilon=self.bn_epsilon, **kwargs)(x))
+def conv_bn_relu(features: int, spec: Spec, bn_epsilon: float, name: str, **kw: Any) -> ConvBN:
+    """Bias-free convolution -> BatchNorm -> ReLU (timm's `ConvNormAct`, TF-slim's `conv2d`);
+    `spec`: (kernel height, kernel width, stride, padded). `kw`: dtypes."""
+    kh, kw_, stride, padded = spec
+    padding = "torch" if padded else "valid"
+    return ConvBN(
+        features, (kh, kw_), stride, padding=padding, bn_epsilon=bn_epsilon, name=name, **kw
+    )
 
 
-def _max_pool(x: jax.Array) -> jax.Array:
-    """The reductions' 3x3/2 V max pool."""
+def _max_pool(x: jax.Array) -> jax.Array:  # the reductions' 3x3/2 V max pool
     return nn.max_pool(x, (3, 3), strides=(2, 2))
 
 
@@ -230,32 +185,88 @@ def _avg_pool(x: jax.Array) -> jax.Array:
     return nn.avg_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
 
 
-class _Block(nn.Module):
+class _Block(Module):
     """A block of parallel branches; `widths` is its width table (see the variants)."""
 
     widths: Widths
     bn_epsilon: float = 1e-3
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     def conv(self, x: jax.Array, features: int, spec: Spec, name: str, train: bool) -> jax.Array:
-        return ConvNormAct(
-            features,
-            spec,
-            self.bn_epsilon,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name=name,
-        )(x, train=train)
+        return conv_bn_relu(features, spec, self.bn_epsilon, name, **self._kw)(x, train=train)
 
-    def branch(
-        self, x: jax.Array, name: str, widths: Widths, specs: Sequence[Spec], train: bool
-    ) -> jax.Array:
-        """A chain of convolutions named `{name}_0`, `{name}_1`, ... (timm's nn.Sequential
-        indices)."""
-        for j, (features, spec) in enumerate(zip(widths, specs, strict=True)):
-            x = self.conv(x, features, spec, f"{name}_{j}", train)
-        return x
+
+# A branch of a `Mixed` block: a chain of convolutions (their specs), or "max" (the 3x3/2 V max
+# pool, no parameters) or "avg" (the 3x3/1 average pool, then a 1x1 conv).
+Branch = tuple[Spec, ...] | str
+
+# Figs. 3-8 and 16-19 (TF-slim's release for Inception-ResNet-v2) as branch tables.
+MIXED_4A: tuple[Branch, ...] = ((_1x1, _3x3_V), (_1x1, _1x7, _7x1, _3x3_V))
+INCEPTION_A: tuple[Branch, ...] = ((_1x1,), (_1x1, _3x3), (_1x1, _3x3, _3x3), "avg")
+MIXED_5B: tuple[Branch, ...] = ((_1x1,), (_1x1, _5x5), (_1x1, _3x3, _3x3), "avg")
+REDUCTION_A: tuple[Branch, ...] = ((_3x3_S2V,), (_1x1, _3x3, _3x3_S2V), "max")
+INCEPTION_B: tuple[Branch, ...] = (
+    (_1x1,),
+    (_1x1, _1x7, _7x1),
+    (_1x1, _7x1, _1x7, _7x1, _1x7),
+    "avg",
+)
+REDUCTION_B: tuple[Branch, ...] = ((_1x1, _3x3_S2V), (_1x1, _1x7, _7x1, _3x3_S2V), "max")
+INCEPTION_RESNET_A: tuple[Branch, ...] = ((_1x1,), (_1x1, _3x3), (_1x1, _3x3, _3x3))
+INCEPTION_RESNET_B: tuple[Branch, ...] = ((_1x1,), (_1x1, _1x7, _7x1))
+INCEPTION_RESNET_C: tuple[Branch, ...] = ((_1x1,), (_1x1, _1x3, _3x1))
+INCEPTION_RESNET_REDUCTION_B: tuple[Branch, ...] = (
+    (_1x1, _3x3_S2V),
+    (_1x1, _3x3_S2V),
+    (_1x1, _3x3, _3x3_S2V),
+    "max",
+)
+
+
+class Mixed(_Block):
+    """Parallel branches (`branches`, with one width table entry per branch but "max"),
+    concatenated; with `residual`, an Inception-ResNet block: `act(x + scale * project(concat))`.
+
+    Branch b is named `branch{b}` where its width is one number (one conv, or the conv after the
+    average pool) and `branch{b}_{j}` for the j-th conv of a chain (timm's nn.Sequential indices).
+    `project` is the figures' "1x1 Conv (Linear)": a convolution with a bias, no BN, back to the
+    input's width, so any width table fits any input.
+
+    Attributes:
+        branches: the branch table (e.g. `INCEPTION_A`).
+        residual: add the projected branches to the input (Inception-ResNet).
+        scale: residual scaling (Sec. 3.3).
+        activate: ReLU after the residual addition (TF-slim's last block8 has none).
+    """
+
+    branches: tuple[Branch, ...] = ()
+    residual: bool = False
+    scale: float = 1.0
+    activate: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        widths, outs = iter(self.widths), []
+        for b, branch in enumerate(self.branches):
+            if branch == "max":
+                outs.append(_max_pool(x))
+                continue
+            w = next(widths)
+            if branch == "avg":
+                outs.append(self.conv(_avg_pool(x), w, _1x1, f"branch{b}", train))
+            elif isinstance(w, int):
+                outs.append(self.conv(x, w, branch[0], f"branch{b}", train))
+            else:  # a chain
+                y = x
+                for j, (features, spec) in enumerate(zip(w, branch, strict=True)):
+                    y = self.conv(y, features, spec, f"branch{b}_{j}", train)
+                outs.append(y)
+        if not self.residual:
+            return jnp.concatenate(outs, axis=-1)
+        y = conv2d(x.shape[-1], 1, use_bias=True, name="project", **self._kw)(
+            jnp.concatenate(outs, axis=-1)
+        )
+        y = x + self.scale * y
+        return nn.relu(y) if self.activate else y
 
 
 class ConvBesidePool(_Block):
@@ -273,75 +284,9 @@ class ConvBesidePool(_Block):
         return jnp.concatenate(parts, axis=-1)
 
 
-class Mixed4a(_Block):
-    """The stem's two-branch module (Fig. 3): 1x1 -> 3x3 V | 1x1 -> 1x7 -> 7x1 -> 3x3 V."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        w0, w1 = self.widths
-        b0 = self.branch(x, "branch0", w0, (_1x1, _3x3_V), train)
-        b1 = self.branch(x, "branch1", w1, (_1x1, _1x7, _7x1, _3x3_V), train)
-        return jnp.concatenate((b0, b1), axis=-1)
-
-
-class InceptionA(_Block):
-    """Inception-A (Fig. 4) at the 35x35 grid; with `branch1_kernel=5`, Inception-v3's Mixed_5b
-    (Inception-ResNet-v2's last stem module)."""
-
-    branch1_kernel: int = 3
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        w0, w1, w2, w3 = self.widths
-        k = self.branch1_kernel
-        b0 = self.conv(x, w0, _1x1, "branch0", train)
-        b1 = self.branch(x, "branch1", w1, (_1x1, (k, k, 1, True)), train)
-        b2 = self.branch(x, "branch2", w2, (_1x1, _3x3, _3x3), train)
-        b3 = self.conv(_avg_pool(x), w3, _1x1, "branch3", train)
-        return jnp.concatenate((b0, b1, b2, b3), axis=-1)
-
-
-class ReductionA(_Block):
-    """Reduction-A (Fig. 7): 35x35 -> 17x17. Widths (n, (k, l, m)) in Table 1's letters."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        n, klm = self.widths
-        b0 = self.conv(x, n, _3x3_S2V, "branch0", train)
-        b1 = self.branch(x, "branch1", klm, (_1x1, _3x3, _3x3_S2V), train)
-        return jnp.concatenate((b0, b1, _max_pool(x)), axis=-1)
-
-
-class InceptionB(_Block):
-    """Inception-B (Fig. 5) at the 17x17 grid: factorised 7x7 convolutions."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        w0, w1, w2, w3 = self.widths
-        b0 = self.conv(x, w0, _1x1, "branch0", train)
-        b1 = self.branch(x, "branch1", w1, (_1x1, _1x7, _7x1), train)
-        b2 = self.branch(x, "branch2", w2, (_1x1, _7x1, _1x7, _7x1, _1x7), train)
-        b3 = self.conv(_avg_pool(x), w3, _1x1, "branch3", train)
-        return jnp.concatenate((b0, b1, b2, b3), axis=-1)
-
-
-class ReductionB(_Block):
-    """Inception-v4's Reduction-B (Fig. 8): 17x17 -> 8x8."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        w0, w1 = self.widths
-        b0 = self.branch(x, "branch0", w0, (_1x1, _3x3_S2V), train)
-        b1 = self.branch(x, "branch1", w1, (_1x1, _1x7, _7x1, _3x3_S2V), train)
-        return jnp.concatenate((b0, b1, _max_pool(x)), axis=-1)
-
-
 class InceptionC(_Block):
-    """Inception-C (Fig. 6) at the 8x8 grid: two branches end in a parallel 1x3 / 3x1 pair.
-
-    Its convolutions keep timm's names (`branch1_0`, `branch1_1a`, `branch1_1b`, `branch2_0` ..
-    `branch2_3b`): here they are attributes, not nn.Sequential indices.
-    """
+    """Inception-C (Fig. 6) at the 8x8 grid: two branches end in a parallel 1x3 / 3x1 pair;
+    timm's names (`branch1_0`, `branch1_1a`, `branch1_1b`, `branch2_0` .. `branch2_3b`)."""
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -359,84 +304,41 @@ class InceptionC(_Block):
         return jnp.concatenate((b0, b1a, b1b, b2a, b2b, b3), axis=-1)
 
 
-class _Residual(_Block):
-    """An Inception-ResNet block: `act(x + scale * project(concat(branches)))`.
+class _InceptionNet(Classifier):
+    """What Inception-v4 and Inception-ResNet-v2 share: input checks, the stem's first three
+    convolutions, repeated blocks, the head (called inside the subclasses' `_forward`)."""
 
-    `project` is the figures' "1x1 Conv (Linear)": a convolution with a bias, no BN, back to the
-    input's width, so any width table fits any input.
-    """
+    def _start(self, x: jax.Array, train: bool) -> jax.Array:
+        """Checks the input; the stem's 3x3/2 V, 3x3 V and 3x3 convolutions."""
+        name = type(self).__name__
+        if min(x.shape[1:3]) < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"{name} needs inputs of at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} (unpadded "
+                f"convolutions and a total stride of 32); got {x.shape[1]}x{x.shape[2]}"
+            )
+        for i, spec in enumerate((_3x3_S2V, _3x3_V, _3x3), start=1):
+            x = self._conv(self.variant.widths("stem")[i - 1], spec, f"stem_conv{i}")(
+                x, train=train
+            )
+        return x
 
-    scale: float = 1.0
-    activate: bool = True
+    def _conv(self, features: int, spec: Spec, name: str) -> ConvBN:  # conv -> BN -> ReLU
+        return conv_bn_relu(features, spec, self.variant.bn_epsilon, name, **self._kw)
 
-    def residual(self, x: jax.Array, branches: Sequence[jax.Array]) -> jax.Array:
-        y = nn.Conv(
-            x.shape[-1],
-            (1, 1),
-            kernel_init=kernel_init,
-            name="project",
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )(jnp.concatenate(branches, axis=-1))
-        y = x + self.scale * y
-        return nn.relu(y) if self.activate else y
+    def _block(self, x: jax.Array, cls: type, table: str, train: bool, **opts: Any) -> jax.Array:
+        """One block of the variant's width table `table`, named after it unless `opts` say."""
+        opts = {"name": table, "bn_epsilon": self.variant.bn_epsilon, **self._kw, **opts}
+        return cls(self.variant.widths(table), **opts)(x, train=train)
 
-
-class InceptionResNetA(_Residual):
-    """Inception-ResNet-A (Fig. 16, TF-slim's block35) at the 35x35 grid."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        w0, w1, w2 = self.widths
-        b0 = self.conv(x, w0, _1x1, "branch0", train)
-        b1 = self.branch(x, "branch1", w1, (_1x1, _3x3), train)
-        b2 = self.branch(x, "branch2", w2, (_1x1, _3x3, _3x3), train)
-        return self.residual(x, (b0, b1, b2))
-
-
-class InceptionResNetB(_Residual):
-    """Inception-ResNet-B (Fig. 17, TF-slim's block17) at the 17x17 grid."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        w0, w1 = self.widths
-        b0 = self.conv(x, w0, _1x1, "branch0", train)
-        b1 = self.branch(x, "branch1", w1, (_1x1, _1x7, _7x1), train)
-        return self.residual(x, (b0, b1))
+    def _head(self, taps: dict, x: jax.Array, train: bool) -> dict[str, jax.Array]:
+        """Global average pool -> dropout -> linear classifier."""
+        taps["pre_logits"] = x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dropout(self.variant.dropout, deterministic=not train)(x)
+        taps["logits"] = torch_dense(self.num_classes, x.shape[-1], "head", **self._kw)(x)
+        return taps
 
 
-class InceptionResNetC(_Residual):
-    """Inception-ResNet-C (Fig. 19, TF-slim's block8) at the 8x8 grid."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        w0, w1 = self.widths
-        b0 = self.conv(x, w0, _1x1, "branch0", train)
-        b1 = self.branch(x, "branch1", w1, (_1x1, _1x3, _3x1), train)
-        return self.residual(x, (b0, b1))
-
-
-class InceptionResNetReductionB(_Block):
-    """Inception-ResNet-v2's Reduction-B (Fig. 18, TF-slim's Mixed_7a): 17x17 -> 8x8."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        w0, w1, w2 = self.widths
-        b0 = self.branch(x, "branch0", w0, (_1x1, _3x3_S2V), train)
-        b1 = self.branch(x, "branch1", w1, (_1x1, _3x3_S2V), train)
-        b2 = self.branch(x, "branch2", w2, (_1x1, _3x3, _3x3_S2V), train)
-        return jnp.concatenate((b0, b1, b2, _max_pool(x)), axis=-1)
-
-
-def _check_size(x: jax.Array, name: str) -> None:
-    if min(x.shape[1:3]) < MIN_IMAGE_SIZE:
-        raise ValueError(
-            f"{name} needs inputs of at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} (unpadded "
-            f"convolutions and a total stride of 32); got {x.shape[1]}x{x.shape[2]}"
-        )
-
-
-class InceptionV4(Classifier):
+class InceptionV4(_InceptionNet):
     """Inception-v4, NHWC (`variant`: `InceptionV4Variant`).
 
     Taps of `features` (sizes at 299 px): `stem`, (N, 35, 35, 384) after Mixed_5a; `stage1`,
@@ -448,38 +350,30 @@ class InceptionV4(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "InceptionV4")
-        _check_size(x, "InceptionV4")
-        v, kw = self.variant, self._kw
-        block = {"bn_epsilon": v.bn_epsilon, **kw}
-        conv = functools.partial(ConvNormAct, bn_epsilon=v.bn_epsilon, **kw)
-        taps, x = {}, x.astype(self.dtype)
-        s = v.widths("stem")
-        x = conv(s[0], _3x3_S2V, name="stem_conv1")(x, train=train)
-        x = conv(s[1], _3x3_V, name="stem_conv2")(x, train=train)
-        x = conv(s[2], _3x3, name="stem_conv3")(x, train=train)
-        x = ConvBesidePool(v.widths("mixed_3a"), pool_first=True, name="mixed_3a", **block)(
-            x, train=train
+        v, taps = self.variant, {}
+        x = self._start(x, train)
+        x = self._block(x, ConvBesidePool, "mixed_3a", train, pool_first=True)
+        x = self._block(x, Mixed, "mixed_4a", train, branches=MIXED_4A)
+        taps["stem"] = x = self._block(x, ConvBesidePool, "mixed_5a", train)
+        stages = (
+            (None, "inception_a", INCEPTION_A),
+            (REDUCTION_A, "inception_b", INCEPTION_B),
+            (REDUCTION_B, "inception_c", None),
         )
-        x = Mixed4a(v.widths("mixed_4a"), name="mixed_4a", **block)(x, train=train)
-        x = ConvBesidePool(v.widths("mixed_5a"), name="mixed_5a", **block)(x, train=train)
-        taps["stem"] = x
-        n_a, n_b, n_c = v.depths
-        for i in range(1, n_a + 1):
-            x = InceptionA(v.widths("inception_a"), name=f"inception_a{i}", **block)(x, train=train)
-        taps["stage1"] = x
-        x = ReductionA(v.widths("reduction_a"), name="reduction_a", **block)(x, train=train)
-        for i in range(1, n_b + 1):
-            x = InceptionB(v.widths("inception_b"), name=f"inception_b{i}", **block)(x, train=train)
-        taps["stage2"] = x
-        x = ReductionB(v.widths("reduction_b"), name="reduction_b", **block)(x, train=train)
-        for i in range(1, n_c + 1):
-            x = InceptionC(v.widths("inception_c"), name=f"inception_c{i}", **block)(x, train=train)
-        taps["stage3"] = x
-        return _head(self, taps, x, train)
+        for stage, (depth, (reduction, table, branches)) in enumerate(
+            zip(v.depths, stages, strict=True), start=1
+        ):
+            if reduction is not None:
+                name = "reduction_a" if stage == 2 else "reduction_b"
+                x = self._block(x, Mixed, name, train, branches=reduction)
+            cls, opts = (Mixed, {"branches": branches}) if branches else (InceptionC, {})
+            for i in range(1, depth + 1):
+                x = self._block(x, cls, table, train, name=f"{table}{i}", **opts)
+            taps[f"stage{stage}"] = x
+        return self._head(taps, x, train)
 
 
-class InceptionResNetV2(Classifier):
+class InceptionResNetV2(_InceptionNet):
     """Inception-ResNet-v2, NHWC (`variant`: `InceptionResNetV2Variant`).
 
     Taps of `features` (sizes at 299 px): `stem`, (N, 35, 35, 320) after Mixed_5b; `stage1`,
@@ -492,87 +386,64 @@ class InceptionResNetV2(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "InceptionResNetV2")
-        _check_size(x, "InceptionResNetV2")
-        v, kw = self.variant, self._kw
-        block = {"bn_epsilon": v.bn_epsilon, **kw}
-        conv = functools.partial(ConvNormAct, bn_epsilon=v.bn_epsilon, **kw)
-        taps, x = {}, x.astype(self.dtype)
+        v, taps = self.variant, {}
         s = v.widths("stem")
-        x = conv(s[0], _3x3_S2V, name="stem_conv1")(x, train=train)
-        x = conv(s[1], _3x3_V, name="stem_conv2")(x, train=train)
-        x = conv(s[2], _3x3, name="stem_conv3")(x, train=train)
-        x = _max_pool(x)
-        x = conv(s[3], _1x1, name="stem_conv4")(x, train=train)
-        x = conv(s[4], _3x3_V, name="stem_conv5")(x, train=train)
-        x = _max_pool(x)
-        x = InceptionA(v.widths("mixed_5b"), branch1_kernel=5, name="mixed_5b", **block)(
-            x, train=train
+        x = _max_pool(self._start(x, train))
+        x = self._conv(s[3], _1x1, "stem_conv4")(x, train=train)
+        x = _max_pool(self._conv(s[4], _3x3_V, "stem_conv5")(x, train=train))
+        taps["stem"] = x = self._block(x, Mixed, "mixed_5b", train, branches=MIXED_5B)
+        stages = (
+            (None, INCEPTION_RESNET_A),
+            (REDUCTION_A, INCEPTION_RESNET_B),
+            (INCEPTION_RESNET_REDUCTION_B, INCEPTION_RESNET_C),
         )
-        taps["stem"] = x
-        (n_a, n_b, n_c), (s_a, s_b, s_c) = v.depths, v.scales
-        for i in range(1, n_a + 1):
-            x = InceptionResNetA(
-                v.widths("inception_resnet_a"), scale=s_a, name=f"inception_resnet_a{i}", **block
-            )(x, train=train)
-        taps["stage1"] = x
-        x = ReductionA(v.widths("reduction_a"), name="reduction_a", **block)(x, train=train)
-        for i in range(1, n_b + 1):
-            x = InceptionResNetB(
-                v.widths("inception_resnet_b"), scale=s_b, name=f"inception_resnet_b{i}", **block
-            )(x, train=train)
-        taps["stage2"] = x
-        x = InceptionResNetReductionB(v.widths("reduction_b"), name="reduction_b", **block)(
-            x, train=train
-        )
-        for i in range(1, n_c + 1):
-            last = i == n_c  # TF-slim's extra block8: unscaled, linear
-            x = InceptionResNetC(
-                v.widths("inception_resnet_c"),
-                scale=1.0 if last else s_c,
-                activate=not last,
-                name=f"inception_resnet_c{i}",
-                **block,
-            )(x, train=train)
-        taps["stage3"] = x
-        taps["final"] = x = conv(v.widths("final"), _1x1, name="final_conv")(x, train=train)
-        return _head(self, taps, x, train)
-
-
-def _head(model: Classifier, taps: dict, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-    """Global average pool -> dropout -> linear classifier (called inside `_forward`)."""
-    taps["pre_logits"] = x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dropout(model.variant.dropout, deterministic=not train)(x)
-    taps["logits"] = torch_dense(model.num_classes, x.shape[-1], "head", **model._kw)(x)
-    return taps
+        for stage, (depth, scale, (reduction, branches)) in enumerate(
+            zip(v.depths, v.scales, stages, strict=True), start=1
+        ):
+            if reduction is not None:
+                name = "reduction_a" if stage == 2 else "reduction_b"
+                x = self._block(x, Mixed, name, train, branches=reduction)
+            table = "inception_resnet_" + "abc"[stage - 1]
+            for i in range(1, depth + 1):
+                # TF-slim's extra last block8: unscaled, linear.
+                last = stage == 3 and i == depth
+                opts = {"residual": True, "scale": 1.0 if last else scale, "activate": not last}
+                x = self._block(
+                    x, Mixed, table, train, name=f"{table}{i}", branches=branches, **opts
+                )
+            taps[f"stage{stage}"] = x
+        taps["final"] = x = self._conv(v.widths("final"), _1x1, "final_conv")(x, train=train)
+        return self._head(taps, x, train)
 
 
 _PAPER = (
     "Szegedy et al. 2016, Inception-v4, Inception-ResNet and the Impact of Residual Connections "
     "on Learning (arXiv 1602.07261)"
 )
-# name -> (paper, reference params, reference MACs at 299 px, notes). Params and MACs:
-# ../shared/reference/reference_numbers.md (timm builds; MACs count conv and linear layers only).
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "inception_v4": (
+# Figures: reference rows inception_v4 / inception_resnet_v2 (timm builds).
+MODELS = (
+    ModelSpec(
+        "inception_v4",
+        "inception_v4",
+        InceptionV4,
+        VARIANTS["inception_v4"],
+        299,
+        MIN_IMAGE_SIZE,
         _PAPER + ", Figs. 3-9",
-        42_679_816,
-        12_253_974_624,
         "timm / TF-slim layout (the paper's figures; BN epsilon 1e-3 after every conv)",
+        "inception_v4",
     ),
-    "inception_resnet_v2": (
+    ModelSpec(
+        "inception_resnet_v2",
+        "inception_resnet_v2",
+        InceptionResNetV2,
+        VARIANTS["inception_resnet_v2"],
+        299,
+        MIN_IMAGE_SIZE,
         _PAPER + ", Figs. 7, 15-19",
-        55_843_464,
-        13_155_794_016,
         "timm / TF-slim release: Inception-v3-like stem with Mixed_5b (320 channels) instead of "
         "the Fig. 3 stem, residual stages at 320 / 1088 / 2080 channels, residual scales "
         "0.17 / 0.10 / 0.20, a final linear unscaled Inception-ResNet-C block and a 1x1 conv to 1536",
+        "inception_resnet_v2",
     ),
-}
-_MODULES = {"inception_v4": InceptionV4, "inception_resnet_v2": InceptionResNetV2}
-
-
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, name, _MODULES[name], v, 299, MIN_IMAGE_SIZE
+)

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.base import Classifier, check_image_batch
+from jaxcnn.models.base import Classifier, ModelSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,15 +31,6 @@ class LeNetVariant:
 
 
 VARIANTS = {"lenet5": LeNetVariant()}
-REFERENCE = {
-    "lenet5": (
-        "LeCun et al. 1998, Gradient-Based Learning Applied to Document Recognition, Sec. II.B",
-        61_706,
-        416_520,
-        "full C3 connectivity, max pooling, linear output instead of RBF units (the paper: ~60K "
-        "trainable parameters)",
-    )
-}
 
 
 class LeNet5(Classifier):
@@ -52,14 +43,13 @@ class LeNet5(Classifier):
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
         del train  # no dropout nor BatchNorm
-        check_image_batch(x, "LeNet5")
         if x.shape[1:3] != (32, 32):
             raise ValueError(
                 f"LeNet5 takes 32x32 inputs (the paper pads 28x28 digits to 32x32); got "
                 f"{x.shape[1]}x{x.shape[2]}: resize or pad to 32 (--image_size=32)"
             )
         v, kw = self.variant, self._kw
-        taps, x = {}, x.astype(self.dtype)
+        taps = {}
         x = jnp.tanh(nn.Conv(v.c1, (5, 5), padding="VALID", name="c1", **kw)(x))  # 28x28
         taps["c1"] = x = nn.max_pool(x, (2, 2), strides=(2, 2))  # 14x14
         x = jnp.tanh(nn.Conv(v.c3, (5, 5), padding="VALID", name="c3", **kw)(x))  # 10x10
@@ -71,6 +61,17 @@ class LeNet5(Classifier):
         return taps
 
 
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    yield "lenet5", "lenet", LeNet5, VARIANTS["lenet5"], 32, 32
+MODELS = (
+    ModelSpec(
+        "lenet5",
+        "lenet",
+        LeNet5,
+        VARIANTS["lenet5"],
+        32,
+        32,
+        "LeCun et al. 1998, Gradient-Based Learning Applied to Document Recognition, Sec. II.B",
+        "full C3 connectivity, max pooling, linear output instead of RBF units (the paper: ~60K "
+        "trainable parameters)",
+        reference_key="lenet5",
+    ),
+)

@@ -23,15 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import ConvBN, torch_dense
-from jaxcnn.models.base import Classifier, check_image_batch
-
-
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Rounds a channel count to a multiple of `divisor`, never more than 10% below `value`."""
-    min_value = min_value or divisor
-    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * value else new
+from jaxcnn.layers import ConvBN, make_divisible, torch_dense
+from jaxcnn.models.base import Classifier, ModelSpec, Module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +90,8 @@ class MobileNetV1(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "MobileNetV1")
         v, kw = self.variant, self._kw
-        taps, x = {}, x.astype(self.dtype)
+        taps = {}
         act = jax.nn.relu6 if v.relu6 else nn.relu
         stem = make_divisible(v.stem * v.width_mult)
         taps["stem"] = x = ConvBN(stem, 3, 2, act=act, name="stem", **kw)(x, train=train)
@@ -112,36 +104,30 @@ class MobileNetV1(Classifier):
         return taps
 
 
-class DepthwiseSeparable(nn.Module):
+class DepthwiseSeparable(Module):
     """3x3 depthwise conv + BN + act, then 1x1 pointwise conv + BN + act (act: ReLU or ReLU6)."""
 
     features: int
     strides: int
     act: Callable[[jax.Array], jax.Array] = nn.relu
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        c = x.shape[-1]
+        kw, c = self._kw, x.shape[-1]
         x = ConvBN(c, 3, self.strides, groups=c, act=self.act, name="dw", **kw)(x, train=train)
         return ConvBN(self.features, 1, 1, act=self.act, name="pw", **kw)(x, train=train)
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(Module):
     """[1x1 expand + BN + ReLU6] -> 3x3 depthwise + BN + ReLU6 -> 1x1 project + BN (linear)."""
 
     expansion: int
     features: int
     strides: int
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        c = x.shape[-1]
+        kw, c = self._kw, x.shape[-1]
         hidden = int(round(c * self.expansion))
         y = x
         if self.expansion != 1:
@@ -163,9 +149,8 @@ class MobileNetV2(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "MobileNetV2")
         v, kw = self.variant, self._kw
-        taps, x = {}, x.astype(self.dtype)
+        taps = {}
         stem = make_divisible(v.stem * v.width_mult)
         taps["stem"] = x = ConvBN(stem, 3, 2, act=jax.nn.relu6, name="stem", **kw)(x, train=train)
         for i, (t, c, s) in enumerate(v.blocks(), start=1):
@@ -196,23 +181,22 @@ _V1_NOTES = (
     "timm mobilenetv1_100 layout (ReLU as in the paper; relu6=True for timm's default ReLU6); "
     "other widths via create_model(..., width_mult=a), channels rounded to multiples of 8"
 )
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "mobilenet_v1": (_V1_PAPER, 4_231_976, 568_740_352, _V1_NOTES),
-    # pytorchcv mobilenet_w3d4 / wd2 / wd4 (the same counts as timm's builder at these widths).
-    "mobilenet_v1_075": (_V1_PAPER, 2585560, 325400448, _V1_NOTES),
-    "mobilenet_v1_050": (_V1_PAPER, 1331592, 149497088, _V1_NOTES),
-    "mobilenet_v1_025": (_V1_PAPER, 470072, 41030272, _V1_NOTES),
-    "mobilenet_v2": (
-        "Sandler et al. 2018, MobileNetV2, Table 2",
-        3_504_872,
-        300_774_272,
-        "torchvision layout; width_mult via create_model(..., width_mult=a)",
-    ),
-}
-
-
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        module = MobileNetV1 if isinstance(v, MobileNetV1Variant) else MobileNetV2
-        yield name, "mobilenet", module, v, 224, 32
+_V2 = (
+    "Sandler et al. 2018, MobileNetV2, Table 2",
+    "torchvision layout; width_mult via create_model(..., width_mult=a)",
+)
+# The 0.75 / 0.5 / 0.25 widths have no row in the reference table; their figures (pytorchcv
+# mobilenet_w3d4 / wd2 / wd4 counted) are in reference/supplement.json.
+MODELS = tuple(
+    ModelSpec(
+        name,
+        "mobilenet",
+        MobileNetV1 if isinstance(v, MobileNetV1Variant) else MobileNetV2,
+        v,
+        224,
+        32,
+        *((_V1_PAPER, _V1_NOTES) if isinstance(v, MobileNetV1Variant) else _V2),
+        reference_key=name if name in ("mobilenet_v1", "mobilenet_v2") else None,
+    )
+    for name, v in VARIANTS.items()
+)

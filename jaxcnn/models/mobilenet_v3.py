@@ -21,15 +21,13 @@ Parameter tree: `stem/{conv,bn}`, `block{i}/{[expand,]dw,project}/{conv,bn}`,
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import ConvBN, conv_kernel_init
-from jaxcnn.models.base import Classifier, check_image_batch
-from jaxcnn.models.mobilenet import make_divisible
+from jaxcnn.layers import ConvBN, SqueezeExcite, make_divisible
+from jaxcnn.models.base import Classifier, ModelSpec, Module
 
 # Activation codes of the papers' tables: "RE" ReLU, "HS" hard-swish.
 _ACTS: dict[str, Callable[[jax.Array], jax.Array]] = {"RE": nn.relu, "HS": jax.nn.hard_swish}
@@ -126,65 +124,9 @@ VARIANTS = {
     "mobilenet_v3_large": MobileNetV3Variant(LARGE, last=1280),
     "mobilenet_v3_small": MobileNetV3Variant(SMALL, last=1024),
 }
-_PAPER = "Howard et al. 2019, Searching for MobileNetV3, Tables 1 and 2"
-_NOTES = (
-    "torchvision layout: SE squeeze make_divisible(exp // 4, 8), hard-sigmoid gate; BN eps 0.001, "
-    "momentum 0.01; width_mult via create_model(..., width_mult=a) rounds every width to a "
-    "multiple of 8"
-)
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "mobilenet_v3_large": (_PAPER, 5483032, 216589760, _NOTES),
-    "mobilenet_v3_small": (
-        _PAPER,
-        2542856,
-        56510400,
-        _NOTES + "; no SE on the last 1x1 conv (Table 2 marks one; torchvision and TF omit it)",
-    ),
-}
 
 
-class ConvBNAct(ConvBN):
-    """`layers.ConvBN` with torchvision MobileNetV3's defaults: a 1x1 convolution, ReLU, BatchNorm
-    epsilon 1e-3 and momentum 0.01."""
-
-    kernel_size: int = 1
-    bn_epsilon: float = 1e-3
-    bn_momentum: float = 0.01
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018) as MobileNetV3 uses it:
-    `x * gate(fc2(act(fc1(mean_hw(x)))))` with a hard-sigmoid gate.
-
-    The same structure and names as `jaxcnn.layers.se.SqueezeExcite` (SENet's, sigmoid gate), kept
-    local so that this family depends on no other family's work; the difference is the init:
-    torchvision's MobileNetV3 initialises fc1/fc2 like every conv (He normal, fan_out) with zero
-    biases. fc1/fc2 are 1x1 convs with bias on the (N, 1, 1, C) pooled tensor, so their kernels
-    convert like torchvision's `SqueezeExcitation` convs.
-
-    Attributes:
-        hidden: bottleneck channels (MobileNetV3: make_divisible(C // 4, 8)).
-        act: activation between fc1 and fc2 (ReLU).
-        gate: gating function (hard sigmoid, relu6(x + 3) / 6).
-    """
-
-    hidden: int
-    act: Callable[[jax.Array], jax.Array] = nn.relu
-    gate: Callable[[jax.Array], jax.Array] = jax.nn.hard_sigmoid
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Args: x: (N, H, W, C). Returns: x rescaled per sample and channel, (N, H, W, C)."""
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype, "kernel_init": conv_kernel_init}
-        s = jnp.mean(x, axis=(1, 2), keepdims=True)
-        s = self.act(nn.Conv(self.hidden, (1, 1), name="fc1", **kw)(s))
-        s = nn.Conv(x.shape[-1], (1, 1), name="fc2", **kw)(s)
-        return x * self.gate(s)
-
-
-class InvertedResidual(nn.Module):
+class InvertedResidual(Module):
     """A bneck block: [1x1 expand] -> kxk depthwise -> [SE] -> linear 1x1 projection (+ x).
 
     Attributes:
@@ -196,29 +138,29 @@ class InvertedResidual(nn.Module):
     row: Bneck
     bn_epsilon: float = 1e-3
     bn_momentum: float = 0.01
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         r, c = self.row, x.shape[-1]
-        kw = {
-            "dtype": self.dtype,
-            "param_dtype": self.param_dtype,
-            "bn_epsilon": self.bn_epsilon,
-            "bn_momentum": self.bn_momentum,
-        }
+        kw = {"bn_epsilon": self.bn_epsilon, "bn_momentum": self.bn_momentum, **self._kw}
         act = _ACTS[r.act]
         y = x
         if r.expanded != c:  # the first Large block keeps 16 channels: no expansion conv
-            y = ConvBNAct(r.expanded, 1, act=act, name="expand", **kw)(y, train=train)
-        y = ConvBNAct(r.expanded, r.kernel, r.stride, r.expanded, act=act, name="dw", **kw)(
+            y = ConvBN(r.expanded, 1, act=act, name="expand", **kw)(y, train=train)
+        y = ConvBN(r.expanded, r.kernel, r.stride, r.expanded, act=act, name="dw", **kw)(
             y, train=train
         )
         if r.se:
-            hidden = make_divisible(r.expanded // 4, 8)
-            y = SqueezeExcite(hidden, name="se", dtype=self.dtype, param_dtype=self.param_dtype)(y)
-        y = ConvBNAct(r.out, 1, act=None, name="project", **kw)(y, train=train)
+            # torchvision: fc1/fc2 initialised like every conv (He normal, fan_out), zero biases;
+            # hard-sigmoid gate, relu6(x + 3) / 6.
+            y = SqueezeExcite(
+                make_divisible(r.expanded // 4, 8),
+                gate=jax.nn.hard_sigmoid,
+                bias_init=nn.initializers.zeros,
+                name="se",
+                **self._kw,
+            )(y)
+        y = ConvBN(r.out, 1, act=None, name="project", **kw)(y, train=train)
         return x + y if (r.stride == 1 and c == r.out) else y
 
 
@@ -233,11 +175,10 @@ class MobileNetV3(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "MobileNetV3")
         v, kw = self.variant, self._kw
         bn = {"bn_epsilon": v.bn_epsilon, "bn_momentum": v.bn_momentum}
-        taps, x = {}, x.astype(self.dtype)
-        taps["stem"] = x = ConvBNAct(
+        taps = {}
+        taps["stem"] = x = ConvBN(
             v.ch(v.stem), 3, 2, act=jax.nn.hard_swish, name="stem", **bn, **kw
         )(x, train=train)
         for i, row in enumerate(v.blocks, start=1):
@@ -246,7 +187,7 @@ class MobileNetV3(Classifier):
                 x, train=train
             )
         final = 6 * x.shape[-1]
-        taps["final"] = x = ConvBNAct(final, 1, act=jax.nn.hard_swish, name="final", **bn, **kw)(
+        taps["final"] = x = ConvBN(final, 1, act=jax.nn.hard_swish, name="final", **bn, **kw)(
             x, train=train
         )
         taps["pooled"] = x = jnp.mean(x, axis=(1, 2))
@@ -259,7 +200,24 @@ class MobileNetV3(Classifier):
         return taps
 
 
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, "mobilenet_v3", MobileNetV3, v, 224, 32
+_PAPER = "Howard et al. 2019, Searching for MobileNetV3, Tables 1 and 2"
+_NOTES = (
+    "torchvision layout: SE squeeze make_divisible(exp // 4, 8), hard-sigmoid gate; BN eps 0.001, "
+    "momentum 0.01; width_mult via create_model(..., width_mult=a) rounds every width to a "
+    "multiple of 8"
+)
+_SMALL_NOTE = "; no SE on the last 1x1 conv (Table 2 marks one; torchvision and TF omit it)"
+MODELS = tuple(
+    ModelSpec(
+        name,
+        "mobilenet_v3",
+        MobileNetV3,
+        v,
+        224,
+        32,
+        _PAPER,
+        _NOTES + (_SMALL_NOTE if name == "mobilenet_v3_small" else ""),
+        name,
+    )
+    for name, v in VARIANTS.items()
+)

@@ -4,13 +4,14 @@ A NASNet is a stack of two searched cell types. Each cell reads the outputs of t
 cells (`cur` = the latest, `prev` = the one before), brings both to the cell's `filters` channels
 (ReLU-1x1 conv-BN, or a factorized reduction when `prev` is at twice the resolution), then forms 5
 combinations, each the sum of two operations applied to `cur`, `prev` or an earlier combination,
-and concatenates the unused ones. The cells are data (`CellSpec`: a list of (op, input) pairs);
-`Cell` interprets them. Operations, as in the TF reference code (`nasnet_utils.py`):
+and concatenates the unused ones. The cells are data (`CellSpec`: a list of (op, input) pairs,
+each op an `Op(kind, size)`); `Cell` interprets them. Operations, as in the TF reference code
+(`nasnet_utils.py`):
 
-- `sepK`: ReLU -> KxK depthwise (the cell's stride) -> 1x1 -> BN -> ReLU -> KxK depthwise -> 1x1 ->
-  BN; the middle width is the output width.
-- `avg3` / `max3`: 3x3 pooling, then 1x1 conv + BN only where the channel count differs.
-- `id`: identity, or ReLU -> 1x1 conv (the cell's stride) -> BN where the stride or the channel
+- `SEP3` / `SEP5` / `SEP7` (separable, K = 3, 5, 7): ReLU -> KxK depthwise (the cell's stride)
+  -> 1x1 -> BN -> ReLU -> KxK depthwise -> 1x1 -> BN; the middle width is the output width.
+- `AVG3` / `MAX3`: 3x3 pooling, then 1x1 conv + BN only where the channel count differs.
+- `ID`: identity, or ReLU -> 1x1 conv (the cell's stride) -> BN where the stride or the channel
   count requires it.
 
 Operations on `cur` / `prev` take the cell's stride, those on earlier combinations stride 1.
@@ -35,27 +36,66 @@ operation, `comb_iter_{j}_{left,right}`: `separable_{1,2}/{depthwise_conv2d,poin
 """
 
 import dataclasses
-import math
-from typing import Any
+import enum
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxcnn.layers import batch_norm, conv_kernel_init, torch_dense
-from jaxcnn.models.base import Classifier, check_image_batch
+from jaxcnn.layers import ConvBN, batch_norm, conv2d, depthwise_kernel_init, torch_dense
+from jaxcnn.layers.padding import same_padding, same_pads
+from jaxcnn.layers.pooling import avg_pool_same, max_pool_same
+from jaxcnn.models.base import Classifier, ModelSpec, Module
+
+__all__ = [
+    "AVG3",
+    "ID",
+    "MAX3",
+    "NASNET_A_NORMAL",
+    "NASNET_A_REDUCTION",
+    "SEP3",
+    "SEP5",
+    "SEP7",
+    "VARIANTS",
+    "Cell",
+    "CellNetworkVariant",
+    "CellOp",
+    "CellSpec",
+    "FactorizedReduction",
+    "NASNet",
+    "NASNetVariant",
+    "Op",
+    "OpKind",
+    "avg_pool_same",
+    "max_pool_same",
+    "same_padding",
+]
 
 # TF-slim's BatchNorm epsilon, kept by every PyTorch port of these networks (momentum: PyTorch's 0.1).
 BN_EPS = 1e-3
 
 
-def _depthwise_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
-    """He normal init of a depthwise kernel (k, k, 1, C) on its fan-in: each output sees k*k inputs
-    (a fan-out over all C channels would shrink it C-fold). Drawn flat, like `conv_kernel_init`,
-    which XLA:CPU compiles faster."""
-    std = math.sqrt(2.0 / math.prod(shape[:-1]))
-    return (jax.random.normal(key, (math.prod(shape),), dtype) * std).reshape(shape)
+class OpKind(enum.Enum):
+    """The kinds of operation of the searched cells (see the module docstring)."""
+
+    SEPARABLE = "sep"
+    AVG_POOL = "avg"
+    MAX_POOL = "max"
+    IDENTITY = "id"
+
+
+class Op(NamedTuple):
+    """One operation of a cell: its kind and kernel size (1 for the identity)."""
+
+    kind: OpKind
+    size: int = 1
+
+
+SEP3, SEP5, SEP7 = (Op(OpKind.SEPARABLE, k) for k in (3, 5, 7))
+AVG3 = Op(OpKind.AVG_POOL, 3)
+MAX3 = Op(OpKind.MAX_POOL, 3)
+ID = Op(OpKind.IDENTITY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,201 +104,137 @@ class CellSpec:
 
     Attributes:
         combinations: per combination, its two (operation, input) pairs (left, right); operations
-            `sep3`, `sep5`, `sep7`, `avg3`, `max3`, `id`; inputs `cur`, `prev`, or `c{j}` (an earlier
-            combination).
+            `SEP3`, `SEP5`, `SEP7`, `AVG3`, `MAX3`, `ID` (`Op` values); inputs `cur`, `prev`, or
+            `c{j}` (an earlier combination).
         concat: the hidden states concatenated into the cell output, in order.
     """
 
-    combinations: tuple[tuple[tuple[str, str], tuple[str, str]], ...]
+    combinations: tuple[tuple[tuple[Op, str], tuple[Op, str]], ...]
     concat: tuple[str, ...]
 
 
 # Zoph et al. 2018, Fig. 4 (left), in the TF reference order (nasnet_utils.NasNetANormalCell).
 NASNET_A_NORMAL = CellSpec(
     combinations=(
-        (("sep5", "cur"), ("sep3", "prev")),
-        (("sep5", "prev"), ("sep3", "prev")),
-        (("avg3", "cur"), ("id", "prev")),
-        (("avg3", "prev"), ("avg3", "prev")),
-        (("sep3", "cur"), ("id", "cur")),
+        ((SEP5, "cur"), (SEP3, "prev")),
+        ((SEP5, "prev"), (SEP3, "prev")),
+        ((AVG3, "cur"), (ID, "prev")),
+        ((AVG3, "prev"), (AVG3, "prev")),
+        ((SEP3, "cur"), (ID, "cur")),
     ),
     concat=("prev", "c0", "c1", "c2", "c3", "c4"),
 )
 # Zoph et al. 2018, Fig. 4 (right) (nasnet_utils.NasNetAReductionCell).
 NASNET_A_REDUCTION = CellSpec(
     combinations=(
-        (("sep5", "cur"), ("sep7", "prev")),
-        (("max3", "cur"), ("sep7", "prev")),
-        (("avg3", "cur"), ("sep5", "prev")),
-        (("id", "c1"), ("avg3", "c0")),
-        (("sep3", "c0"), ("max3", "cur")),
+        ((SEP5, "cur"), (SEP7, "prev")),
+        ((MAX3, "cur"), (SEP7, "prev")),
+        ((AVG3, "cur"), (SEP5, "prev")),
+        ((ID, "c1"), (AVG3, "c0")),
+        ((SEP3, "c0"), (MAX3, "cur")),
     ),
     concat=("c1", "c2", "c3", "c4"),
 )
 
 
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow "SAME" padding (before, after) of one spatial axis: ceil(size / stride) outputs,
-    the odd pixel of padding after (bottom / right). Symmetric k // 2 for stride 1 and odd k."""
-    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
+def _relu_conv_bn(features: int, name: str, **kw) -> ConvBN:
+    """ReLU -> 1x1 conv -> BN (`conv`, `bn`): brings a cell input to the cell's width."""
+    opts = {"act_first": True, "padding": "valid", "bn_epsilon": BN_EPS}
+    return ConvBN(features, 1, name=name, **opts, **kw)
 
 
-def _same_pads(x: jax.Array, kernel: int, stride: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    return same_padding(x.shape[1], kernel, stride), same_padding(x.shape[2], kernel, stride)
-
-
-def avg_pool_same(x: jax.Array, kernel: int, stride: int, count_padding: bool) -> jax.Array:
-    """Average pooling with "SAME" padding, NHWC.
-
-    `count_padding=False` divides by the number of real pixels in each window (TF; PyTorch's
-    `count_include_pad=False`). `count_padding=True` divides by kernel**2, padded zeros included:
-    timm's `AvgPool2dSame` pads explicitly before pooling, so its strided pools count the padding.
-    """
-    (top, bottom), (left, right) = _same_pads(x, kernel, stride)
-    pads = ((0, 0), (top, bottom), (left, right), (0, 0))
-    # A numpy init value keeps reduce_window a differentiable sum (a traced one would not be).
-    zero = np.zeros((), x.dtype)
-    summed = jax.lax.reduce_window(
-        x, zero, jax.lax.add, (1, kernel, kernel, 1), (1, stride, stride, 1), pads
-    )
-    if count_padding:
-        return summed / (kernel * kernel)
-
-    def real_pixels(size: int, before: int, out: int) -> np.ndarray:  # per window, one axis
-        start = np.arange(out) * stride - before
-        return np.clip(start + kernel, 0, size) - np.clip(start, 0, size)
-
-    counts = np.outer(
-        real_pixels(x.shape[1], top, summed.shape[1]),
-        real_pixels(x.shape[2], left, summed.shape[2]),
-    )
-    return summed / counts[None, :, :, None].astype(x.dtype)
-
-
-def max_pool_same(x: jax.Array, kernel: int, stride: int) -> jax.Array:
-    """Max pooling with "SAME" padding (padded pixels never win), NHWC."""
-    return nn.max_pool(x, (kernel, kernel), (stride, stride), _same_pads(x, kernel, stride))
-
-
-def _conv(
-    features: int, kernel: int, stride: int, pads, *, groups: int = 1, name: str, kw
-) -> nn.Conv:
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=pads,
-        feature_group_count=groups,
-        use_bias=False,
-        kernel_init=_depthwise_init if groups > 1 else conv_kernel_init,
-        name=name,
-        **kw,
-    )
-
-
-class ActConvBN(nn.Module):
-    """ReLU -> 1x1 conv -> BN: brings a cell input to the cell's width."""
-
-    features: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        x = _conv(self.features, 1, 1, "VALID", name="conv", kw=kw)(nn.relu(x))
-        return batch_norm(train, name="bn", epsilon=BN_EPS, **kw)(x)
-
-
-class FactorizedReduction(nn.Module):
+class FactorizedReduction(Module):
     """Halves the resolution without losing pixels: ReLU, then two 1x1 convs of `features // 2`
     channels on the even pixels and on the odd ones (shifted by one, zero past the border),
     concatenated, BN (TF `factorized_reduction`; timm's ZeroPad2d((-1, 1, -1, 1)) path)."""
 
     features: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        half = self.features // 2
+        kw, half = self._kw, self.features // 2
         x = nn.relu(x)
         even = x[:, ::2, ::2]
         odd = jnp.pad(x[:, 1:, 1:], ((0, 0), (0, 1), (0, 1), (0, 0)))[:, ::2, ::2]
-        a = _conv(half, 1, 1, "VALID", name="path_1", kw=kw)(even)
-        b = _conv(half, 1, 1, "VALID", name="path_2", kw=kw)(odd)
+        a = conv2d(half, 1, name="path_1", **kw)(even)
+        b = conv2d(half, 1, name="path_2", **kw)(odd)
         return batch_norm(train, name="final_path_bn", epsilon=BN_EPS, **kw)(
             jnp.concatenate([a, b], axis=-1)
         )
 
 
-class _Separable(nn.Module):
+class _Separable(Module):
     """KxK depthwise conv (SAME) then 1x1 pointwise conv, no activation in between."""
 
     features: int
     kernel: int
     strides: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         c, k, s = x.shape[-1], self.kernel, self.strides
-        x = _conv(c, k, s, _same_pads(x, k, s), groups=c, name="depthwise_conv2d", kw=kw)(x)
-        return _conv(self.features, 1, 1, "VALID", name="pointwise_conv2d", kw=kw)(x)
+        x = conv2d(
+            c,
+            k,
+            s,
+            groups=c,
+            padding=same_pads(x.shape, k, s),
+            kernel_init=depthwise_kernel_init,
+            name="depthwise_conv2d",
+            **self._kw,
+        )(x)
+        return conv2d(self.features, 1, name="pointwise_conv2d", **self._kw)(x)
 
 
-class CellOp(nn.Module):
-    """One operation of a cell (see the module docstring): `sepK`, `avg3`, `max3` or `id`.
+class CellOp(Module):
+    """One operation of a cell (see the module docstring).
 
     Attributes:
-        op: the operation's name.
+        op: the operation (`SEP3`, ..., `ID`).
         features: the cell's filters (the operation's output channels).
         strides: 2 for an operation on a cell input of a reduction cell, else 1.
         avg_pool_counts_padding: see `NASNetVariant`.
     """
 
-    op: str
+    op: Op
     features: int
     strides: int
     avg_pool_counts_padding: bool = False
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        op, s, f = self.op, self.strides, self.features
-        if op.startswith("sep"):
-            k = int(op[3:])
+        kw = self._kw
+        (kind, k), s, f = self.op, self.strides, self.features
+        if kind is OpKind.SEPARABLE:
             for i, stride in ((1, s), (2, 1)):
                 x = nn.relu(x)
                 x = _Separable(f, k, stride, name=f"separable_{i}", **kw)(x)
                 x = batch_norm(train, name=f"bn_sep_{i}", epsilon=BN_EPS, **kw)(x)
             return x
-        if op == "id":
+        if kind is OpKind.IDENTITY:
             if s == 1 and x.shape[-1] == f:
                 return x
             # TF: a strided or re-widened identity is ReLU -> 1x1 conv (stride s) -> BN.
-            x = nn.relu(x)
-            x = _conv(f, 1, s, _same_pads(x, 1, s), name="conv", kw=kw)(x)
-            return batch_norm(train, name="bn", epsilon=BN_EPS, **kw)(x)
-        if op == "avg3":
-            x = avg_pool_same(x, 3, s, count_padding=self.avg_pool_counts_padding and s > 1)
-        elif op == "max3":
-            x = max_pool_same(x, 3, s)
+            return self._project(nn.relu(x), s, train)
+        if kind is OpKind.AVG_POOL:
+            x = avg_pool_same(x, k, s, count_padding=self.avg_pool_counts_padding and s > 1)
+        elif kind is OpKind.MAX_POOL:
+            x = max_pool_same(x, k, s)
         else:
-            raise ValueError(f"unknown cell operation {op!r}")
+            raise ValueError(f"unknown cell operation {self.op!r}")
         if x.shape[-1] != f:  # TF: a pooled input of the wrong width gets a 1x1 conv + BN
-            x = _conv(f, 1, 1, "VALID", name="conv", kw=kw)(x)
-            x = batch_norm(train, name="bn", epsilon=BN_EPS, **kw)(x)
+            x = self._project(x, 1, train)
         return x
 
+    def _project(self, x: jax.Array, strides: int, train: bool) -> jax.Array:
+        """1x1 conv (TF "SAME") -> BN as this operation's own `conv` / `bn` (called inside
+        `__call__`: the op's parameter tree has no ConvBN level)."""
+        pads = same_pads(x.shape, 1, strides)
+        x = conv2d(self.features, 1, strides, padding=pads, name="conv", **self._kw)(x)
+        return batch_norm(train, name="bn", epsilon=BN_EPS, **self._kw)(x)
 
-class Cell(nn.Module):
+
+class Cell(Module):
     """A NASNet / PNASNet cell interpreting a `CellSpec`.
 
     Attributes:
@@ -276,20 +252,17 @@ class Cell(nn.Module):
     strides: int
     prev_mode: str
     avg_pool_counts_padding: bool = False
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, cur: jax.Array, prev: jax.Array, *, train: bool) -> jax.Array:
         """Args: cur, prev: (N, H, W, C) and (N, H or 2H, W or 2W, C'). Returns: (N, H / strides,
         W / strides, features * len(spec.concat))."""
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        f = self.features
-        states = {"cur": ActConvBN(f, name="conv_1x1", **kw)(cur, train=train)}
+        kw, f = self._kw, self.features
+        states = {"cur": _relu_conv_bn(f, "conv_1x1", **kw)(cur, train=train)}
         if self.prev_mode == "reduce":
             prev = FactorizedReduction(f, name="conv_prev_1x1", **kw)(prev, train=train)
         elif self.prev_mode == "conv":
-            prev = ActConvBN(f, name="conv_prev_1x1", **kw)(prev, train=train)
+            prev = _relu_conv_bn(f, "conv_prev_1x1", **kw)(prev, train=train)
         states["prev"] = prev
         for j, pair in enumerate(self.spec.combinations):
             left, right = (
@@ -307,22 +280,25 @@ class Cell(nn.Module):
         return jnp.concatenate([states[k] for k in self.spec.concat], axis=-1)
 
 
-class StemConv(nn.Module):
-    """3x3 stride-2 VALID conv -> BN, no activation (each cell starts with its own ReLU)."""
+class CellNetworkVariant:
+    """What the NASNet and PNASNet variants share (a mixin of their dataclasses): the first
+    stage's width from `penultimate_filters`, and its check at construction."""
 
-    features: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    def cell_count(self) -> int:
+        """Cells per stage (NASNet) or in all (PNASNet)."""
+        raise NotImplementedError
 
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        x = _conv(self.features, 3, 2, "VALID", name="conv", kw=kw)(x)
-        return batch_norm(train, name="bn", epsilon=BN_EPS, **kw)(x)
+    def __post_init__(self):
+        _check_filters(self.penultimate_filters, len(self.normal_cell.concat), self.cell_count())
+
+    @property
+    def filters(self) -> int:
+        """The first stage's cell width (stem cells: 1/4 and 1/2 of it)."""
+        return self.penultimate_filters // (4 * len(self.normal_cell.concat))
 
 
 @dataclasses.dataclass(frozen=True)
-class NASNetVariant:
+class NASNetVariant(CellNetworkVariant):
     """NASNet-A "N @ P" (Zoph et al. 2018, Tables 2 and 3; TF `nasnet.py` configs).
 
     Attributes:
@@ -351,13 +327,8 @@ class NASNetVariant:
     normal_cell: CellSpec = NASNET_A_NORMAL
     reduction_cell: CellSpec = NASNET_A_REDUCTION
 
-    def __post_init__(self):
-        _check_filters(self.penultimate_filters, len(self.normal_cell.concat), self.cells_per_stage)
-
-    @property
-    def filters(self) -> int:
-        """The first stage's cell width (stem cells: 1/4 and 1/2 of it)."""
-        return self.penultimate_filters // (4 * len(self.normal_cell.concat))
+    def cell_count(self) -> int:
+        return self.cells_per_stage
 
     def body(self) -> tuple[tuple[str, bool, int], ...]:
         """(name, is_reduction, filters) of each cell after the two stem cells, in order."""
@@ -398,13 +369,15 @@ class NASNet(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, type(self).__name__)
         v, kw = self.variant, self._kw
         cell = lambda spec, f, s, mode, name: Cell(  # noqa: E731
             spec, f, s, mode, v.avg_pool_counts_padding, name=name, **kw
         )
-        taps, x = {}, x.astype(self.dtype)
-        taps["conv0"] = x = StemConv(v.stem_filters, name="conv0", **kw)(x, train=train)
+        taps = {}
+        # 3x3 stride-2 VALID conv -> BN, no activation (each cell starts with its own ReLU).
+        taps["conv0"] = x = ConvBN(
+            v.stem_filters, 3, 2, act=None, padding="valid", bn_epsilon=BN_EPS, name="conv0", **kw
+        )(x, train=train)
         f = v.filters
         s0 = cell(v.reduction_cell, f // 4, 2, "raw", "cell_stem_0")(x, x, train=train)
         taps["cell_stem_0"] = nn.relu(s0)
@@ -442,29 +415,33 @@ VARIANTS = {
         avg_pool_counts_padding=False,
     ),
 }
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "nasnet_a_large": (
+MODELS = (
+    ModelSpec(
+        "nasnet_a_large",
+        "nasnet",
+        NASNet,
+        VARIANTS["nasnet_a_large"],
+        331,
+        32,
         "Zoph et al. 2018, NASNet-A 6@4032, Table 2",
-        88_753_150,
-        23_783_414_658,
         "timm nasnetalarge layout and padding (its strided average pools count the SAME padding, "
         "TF's do not); paper 88.9M counts TF's 1001-way head; no auxiliary head, no drop-path",
+        "nasnet_a_large",
     ),
-    "nasnet_a_mobile": (
+    # The reference row's 568,234,858 MACs (pytorchcv) include an output row and column that
+    # pytorchcv / Cadene compute and crop away in their strided cells ("extra padding"); without
+    # them (TF, this network) 563,638,816, the paper's 564M: reference/supplement.json.
+    ModelSpec(
+        "nasnet_a_mobile",
+        "nasnet",
+        NASNet,
+        VARIANTS["nasnet_a_mobile"],
+        224,
+        32,
         "Zoph et al. 2018, NASNet-A 4@1056, Table 3",
-        5_289_978,
-        # The reference row's 568,234,858 (pytorchcv) includes an output row and column that
-        # pytorchcv / Cadene compute and crop away in their strided cells ("extra padding");
-        # without them (TF, this network) 563,638,816, the paper's 564M.
-        563_638_816,
         "TF SAME padding (pytorchcv nasnet_4a1056 / Cadene nasnetamobile agree at 224 and 32 px); "
         "MACs without the row/column pytorchcv computes and crops (its count: 568,234,858); "
         "no auxiliary head, no drop-path",
+        "nasnet_a_mobile",
     ),
-}
-
-
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, "nasnet", NASNet, v, 331 if name == "nasnet_a_large" else 224, 32
+)

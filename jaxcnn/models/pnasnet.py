@@ -18,23 +18,24 @@ Parameter tree (timm names): `conv0/{conv,bn}` (timm `conv_0`), `cell_stem_{0,1}
 
 import dataclasses
 
-from jaxcnn.models.nasnet import CellSpec, NASNet, _check_filters
+from jaxcnn.models.base import ModelSpec
+from jaxcnn.models.nasnet import ID, MAX3, SEP3, SEP5, SEP7, CellNetworkVariant, CellSpec, NASNet
 
 # Liu et al. 2018, Fig. 1 (TF pnasnet.PNasNetNormalCell: operations and hidden-state indices).
 PNASNET_5 = CellSpec(
     combinations=(
-        (("sep5", "prev"), ("max3", "prev")),
-        (("sep7", "cur"), ("max3", "cur")),
-        (("sep5", "cur"), ("sep3", "cur")),
-        (("sep3", "c2"), ("max3", "cur")),
-        (("sep3", "prev"), ("id", "cur")),
+        ((SEP5, "prev"), (MAX3, "prev")),
+        ((SEP7, "cur"), (MAX3, "cur")),
+        ((SEP5, "cur"), (SEP3, "cur")),
+        ((SEP3, "c2"), (MAX3, "cur")),
+        ((SEP3, "prev"), (ID, "cur")),
     ),
     concat=("c0", "c1", "c2", "c3", "c4"),
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class PNASNetVariant:
+class PNASNetVariant(CellNetworkVariant):
     """PNASNet-5 (Liu et al. 2018, Table 5; TF `pnasnet.large_imagenet_config`).
 
     Attributes:
@@ -59,13 +60,8 @@ class PNASNetVariant:
     skip_reduction_layer_input: bool = False
     avg_pool_counts_padding: bool = False
 
-    def __post_init__(self):
-        _check_filters(self.penultimate_filters, len(self.normal_cell.concat), self.num_cells)
-
-    @property
-    def filters(self) -> int:
-        """The first stage's cell width (stem cells: 1/4 and 1/2 of it)."""
-        return self.penultimate_filters // (4 * len(self.normal_cell.concat))
+    def cell_count(self) -> int:
+        return self.num_cells
 
     def reduction_indices(self) -> tuple[int, int]:
         """TF `nasnet_utils.calc_reduction_layers` with two reductions: cells 4 and 8 of 12."""
@@ -88,17 +84,16 @@ class PNASNet(NASNet):
 
 
 VARIANTS = {"pnasnet5large": PNASNetVariant()}
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "pnasnet5large": (
+MODELS = (
+    ModelSpec(
+        "pnasnet5large",
+        "pnasnet",
+        PNASNet,
+        VARIANTS["pnasnet5large"],
+        331,
+        32,
         "Liu et al. 2018, PNASNet-5 Large (N=4, F=216), Table 5",
-        86_057_668,
-        24_937_395_792,
         "timm pnasnet5large layout and padding; paper 86.1M; no auxiliary head, no drop-path",
+        "pnasnet5_large",
     ),
-}
-
-
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, "pnasnet", PNASNet, v, 331, 32
+)

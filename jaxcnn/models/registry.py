@@ -22,11 +22,12 @@ from jaxcnn.models import (
     resnet,
     resnet_v2,
     senet,
-    shufflenet,
     shufflenet_v1,
+    shufflenet_v2,
     vgg,
-    wrn,
+    wide_resnet_cifar,
 )
+from jaxcnn.reference import register
 
 
 class UnknownModelError(ValueError):
@@ -44,8 +45,9 @@ class ModelInfo:
         variant: the frozen dataclass describing the variant.
         resolution: native input resolution (side of a square image).
         min_image_size: smallest input side the network accepts (its total stride).
-        params: reference parameter count at the native number of classes.
-        macs: reference multiply-accumulates (conv + linear) at `resolution`.
+        params: reference parameter count at the native number of classes (`jaxcnn.reference`:
+            the vendored reference table's row, or its supplement).
+        macs: reference multiply-accumulates (conv + linear) at `resolution` (likewise).
         paper: the paper (and table) the variant comes from.
         notes: how it departs from the paper, where it does.
     """
@@ -101,8 +103,8 @@ ALIASES: dict[str, str] = {
 }
 
 
-# Each family module lists its variants (`registry_entries`) and their reference figures
-# (`REFERENCE`: paper, params, MACs, notes).
+# Each family module lists its registered networks as data (`MODELS`, `base.ModelSpec` rows); their
+# parameter and MAC figures come from the vendored reference table (`jaxcnn.reference`).
 _FAMILIES = (
     lenet,
     alexnet,
@@ -115,35 +117,44 @@ _FAMILIES = (
     densenet,
     mobilenet,
     mobilenet_v3,
-    shufflenet,
+    shufflenet_v2,
     shufflenet_v1,
     efficientnet,
     senet,
-    wrn,
+    wide_resnet_cifar,
     nasnet,
     pnasnet,
 )
 
 
+_REFERENCE_KEYS: dict[str, str | None] = {}
+
+
 def _register() -> None:
     for fam in _FAMILIES:
-        for name, family, module, variant, resolution, min_size in fam.registry_entries():
-            paper, params, macs, notes = fam.REFERENCE[name]
-            _MODELS[name] = ModelInfo(
-                name=name,
-                family=family,
-                module=module,
-                variant=variant,
-                resolution=resolution,
-                min_image_size=min_size,
+        for spec in fam.MODELS:
+            params, macs = register(spec.name, spec.reference_key)
+            _REFERENCE_KEYS[spec.name] = spec.reference_key
+            _MODELS[spec.name] = ModelInfo(
+                name=spec.name,
+                family=spec.family,
+                module=spec.module,
+                variant=spec.variant,
+                resolution=spec.resolution,
+                min_image_size=spec.min_image_size,
                 params=params,
                 macs=macs,
-                paper=paper,
-                notes=notes,
+                paper=spec.paper,
+                notes=spec.notes,
             )
 
 
 _register()
+
+
+def reference_keys() -> dict[str, str | None]:
+    """Canonical name -> key of its row in `jaxcnn.reference` (None where the table has none)."""
+    return dict(_REFERENCE_KEYS)
 
 
 def list_models(family: str | None = None) -> list[str]:

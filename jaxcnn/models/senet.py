@@ -24,14 +24,14 @@ Parameter tree (a public contract: checkpoints and the converter depend on it):
 
 import dataclasses
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxcnn.layers import ConvBN, SqueezeExcite, torch_dense
-from jaxcnn.models.base import Classifier, check_image_batch
+from jaxcnn.layers.pooling import max_pool
+from jaxcnn.models.base import Classifier, ModelSpec, ResNetBlock, stage_blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,19 +102,15 @@ VARIANTS: dict[str, SENetVariant] = {
 }
 
 
-class SEBottleneck(nn.Module):
-    """1x1 -> 3x3 (grouped) -> 1x1 -> squeeze-excite, added to the (projected) input, then ReLU."""
+class SEBottleneck(ResNetBlock):
+    """1x1 -> 3x3 (grouped) -> 1x1 -> squeeze-excite, added to the (projected) input, then ReLU;
+    `variant`: a `SENetVariant`, `downsample_kernel`: kernel of the projection shortcut."""
 
-    planes: int
-    strides: int
-    downsample_kernel: int
-    variant: SENetVariant
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+    downsample_kernel: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        v, kw = self.variant, {"dtype": self.dtype, "param_dtype": self.param_dtype}
+        v, kw = self.variant, self._kw
         width = math.floor(self.planes * v.width_per_group / 64) * v.groups
         out = self.planes * v.expansion
         reduce = int(width * v.conv1_ratio)
@@ -137,18 +133,6 @@ class SEBottleneck(nn.Module):
         return nn.relu(y + shortcut)
 
 
-def _max_pool_3x3_s2_ceil(x: jax.Array) -> jax.Array:
-    """PyTorch `MaxPool2d(3, stride=2, ceil_mode=True)` without padding: the output has
-    ceil((H - 3) / 2) + 1 rows, the last window padded with -inf where it runs past the edge."""
-
-    def extra(size: int) -> int:
-        out = -(-(size - 3) // 2) + 1
-        return (out - 1) * 2 + 3 - size
-
-    pads = ((0, extra(x.shape[1])), (0, extra(x.shape[2])))
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=pads)
-
-
 class SENet(Classifier):
     """SE-ResNet / SE-ResNeXt / SENet-154, NHWC (`variant`: a `SENetVariant` from `VARIANTS`).
 
@@ -160,21 +144,19 @@ class SENet(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "SENet")
         v, kw = self.variant, self._kw
-        taps, x = {}, x.astype(self.dtype)
+        taps = {}
         for i, width in enumerate(v.stem_widths, start=1):
             strides = 2 if i == 1 else 1
             x = ConvBN(width, v.stem_kernel, strides, name=f"stem_conv{i}", **kw)(x, train=train)
-        taps["stem"] = x = _max_pool_3x3_s2_ceil(x)
-        for s, (depth, planes) in enumerate(zip(v.depths, v.widths, strict=True), start=1):
+        # PyTorch `MaxPool2d(3, stride=2, ceil_mode=True)` without padding (Caffe's rounding).
+        taps["stem"] = x = max_pool(x, 3, 2, ceil=True)
+        for s, b, planes, strides in stage_blocks(v.depths, v.widths):
             # Stage 1 keeps the resolution; its projection (channels only) is 1x1 in every variant.
             ds_kernel = 1 if s == 1 else v.downsample_kernel
-            for b in range(1, depth + 1):
-                strides = 2 if (b == 1 and s > 1) else 1
-                x = SEBottleneck(planes, strides, ds_kernel, v, name=f"stage{s}_block{b}", **kw)(
-                    x, train=train
-                )
+            x = SEBottleneck(planes, strides, v, ds_kernel, name=f"stage{s}_block{b}", **kw)(
+                x, train=train
+            )
             taps[f"stage{s}"] = x
         taps["pre_logits"] = x = jnp.mean(x, axis=(1, 2))
         if v.dropout > 0:
@@ -191,44 +173,40 @@ _TIMM_DROP = (
     "classifier to every variant: dropout=0.2)"
 )
 
-# name -> (paper, reference params, reference MACs at 224, notes).
-# se_resnet50, se_resnext50_32x4d, senet154: params and MACs from ../shared/reference (timm legacy_*
-# builds; MACs count conv and linear layers). The other three have no row there: params are timm
-# 1.0.31's legacy_* models counted (tests/test_senet.py compares with timm), MACs an analytic
-# conv + linear count (every conv: H_out * W_out * k * k * C_in / groups * C_out, plus the FC), the
-# same count that reproduces the three reference rows exactly; torch.utils.flop_counter on timm's
-# models gives the same figures.
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "se_resnet50": (_HU + ", Table 1", 28_088_024, 3_860_488_192, _CAFFE + _TIMM_DROP),
+# name -> (paper, notes). se_resnet50, se_resnext50_32x4d and senet154 have rows in the reference
+# table (timm legacy_* builds); the other three do not: their figures (params: timm 1.0.31's
+# legacy_* models counted; MACs: an analytic conv + linear count) are in reference/supplement.json.
+_PAPERS: dict[str, tuple[str, str]] = {
+    "se_resnet50": (_HU + ", Table 1", _CAFFE + _TIMM_DROP),
     "se_resnet101": (
         _HU + ", Table 2",
-        49_326_872,
-        7_574_937_600,
         _CAFFE + _TIMM_DROP + "; params: timm legacy_seresnet101, MACs: analytic count",
     ),
     "se_resnet152": (
         _HU + ", Table 2",
-        66_821_848,
-        11_288_993_792,
         _CAFFE + _TIMM_DROP + "; params: timm legacy_seresnet152, MACs: analytic count",
     ),
-    "se_resnext50_32x4d": (_HU + ", Table 1", 27_559_896, 4_232_994_816, _NEXT + _TIMM_DROP),
+    "se_resnext50_32x4d": (_HU + ", Table 1", _NEXT + _TIMM_DROP),
     "se_resnext101_32x4d": (
         _HU + ", Table 2",
-        48_955_416,
-        7_974_739_968,
         _NEXT + _TIMM_DROP + "; params: timm legacy_seresnext101_32x4d, MACs: analytic count",
     ),
     "senet154": (
         _HU + ", Sec. 6.1 / Table 8 and Appendix",
-        115_088_984,
-        20_688_363_520,
         "timm legacy_senet154 (the authors' released model)",
     ),
 }
-
-
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, "senet", SENet, v, 224, v.total_stride
+_ROWS = ("se_resnet50", "se_resnext50_32x4d", "senet154")
+MODELS = tuple(
+    ModelSpec(
+        name,
+        "senet",
+        SENet,
+        v,
+        224,
+        v.total_stride,
+        *_PAPERS[name],
+        reference_key=name if name in _ROWS else None,
+    )
+    for name, v in VARIANTS.items()
+)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from jaxcnn.layers import ConvBN, torch_dense
 from jaxcnn.layers.shuffle import channel_shuffle
-from jaxcnn.models.base import Classifier, check_image_batch
+from jaxcnn.models.base import Classifier, ModelSpec
 
 # Zhang et al. 2018, Table 1: output channels of stages 2, 3, 4 at 1x, per number of groups g.
 STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
@@ -103,25 +103,6 @@ _NOTES = (
     "pytorchcv layout (shuffle before the depthwise conv, concat(branch, shortcut)); "
     "other widths via create_model(..., width_mult=s)"
 )
-# Parameters and MACs (conv + linear, 224 px) of pytorchcv's ShuffleNet built with the same
-# channels (its shufflenet_g{1,2,3,4,8}_w1, shufflenet_g3_wd2; for x1_5 and x2_0 its ShuffleNet class
-# with these stage widths and stems), counted as in reference_numbers.json; shufflenet_v1_g3 is that
-# file's row.
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "shufflenet_v1_g1": (_PAPER, 1531936, 143078976, _NOTES),
-    "shufflenet_v1_g2": (_PAPER, 1733848, 140836512, _NOTES),
-    "shufflenet_v1_g3": (_PAPER, 1865728, 137460672, _NOTES),
-    "shufflenet_v1_g4": (_PAPER, 1968344, 134339776, _NOTES),
-    "shufflenet_v1_g8": (_PAPER, 2434768, 138365952, _NOTES),
-    "shufflenet_v1_g3_x0_5": (_PAPER, 718324, 37589856, _NOTES),
-    "shufflenet_v1_g3_x1_5": (
-        _PAPER,
-        3442168,
-        292443552,
-        _NOTES + "; 24-channel stem as the authors' code (int(24 * 1.5) = 36 in pytorchcv)",
-    ),
-    "shufflenet_v1_g3_x2_0": (_PAPER, 5450776, 524045184, _NOTES),
-}
 
 
 class ShuffleUnit(nn.Module):
@@ -167,10 +148,9 @@ class ShuffleNetV1(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "ShuffleNetV1")
         v, kw = self.variant, self._kw
         stem, stages = v.widths()
-        taps, x = {}, x.astype(self.dtype)
+        taps = {}
         x = ConvBN(stem, 3, 2, name="stem", **kw)(x, train=train)
         taps["stem"] = x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for s, (repeats, c) in enumerate(zip(v.repeats, stages, strict=True), start=2):
@@ -189,7 +169,20 @@ class ShuffleNetV1(Classifier):
         return taps
 
 
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, "shufflenet_v1", ShuffleNetV1, v, 224, 32
+# Only shufflenet_v1_g3 has a row in the reference table; the figures of the others (pytorchcv's
+# ShuffleNet with the same channels, counted) are in reference/supplement.json.
+_STEM_NOTE = "; 24-channel stem as the authors' code (int(24 * 1.5) = 36 in pytorchcv)"
+MODELS = tuple(
+    ModelSpec(
+        name,
+        "shufflenet_v1",
+        ShuffleNetV1,
+        v,
+        224,
+        32,
+        _PAPER,
+        _NOTES + (_STEM_NOTE if v.stem is not None else ""),
+        "shufflenet_v1_g3" if name == "shufflenet_v1_g3" else None,
+    )
+    for name, v in VARIANTS.items()
+)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxcnn.layers import ConvBN, torch_dense
 from jaxcnn.layers.shuffle import channel_shuffle
-from jaxcnn.models.base import Classifier, check_image_batch
+from jaxcnn.models.base import Classifier, ModelSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +34,6 @@ VARIANTS = {
     "shufflenet_v2_x1_0": ShuffleNetV2Variant((24, 116, 232, 464, 1024)),
     "shufflenet_v2_x1_5": ShuffleNetV2Variant((24, 176, 352, 704, 1024)),
     "shufflenet_v2_x2_0": ShuffleNetV2Variant((24, 244, 488, 976, 2048)),
-}
-_PAPER = "Ma et al. 2018, ShuffleNet V2, Table 5"
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "shufflenet_v2_x0_5": (_PAPER, 1_366_792, 40_476_448, "torchvision layout"),
-    "shufflenet_v2_x1_0": (_PAPER, 2_278_604, 144_907_992, "torchvision layout"),
-    "shufflenet_v2_x1_5": (_PAPER, 3_503_624, 295_759_392, "torchvision layout"),
-    "shufflenet_v2_x2_0": (_PAPER, 7_393_996, 583_253_464, "torchvision layout"),
 }
 
 
@@ -78,9 +71,8 @@ class ShuffleNetV2(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "ShuffleNetV2")
         v, kw = self.variant, self._kw
-        taps, x = {}, x.astype(self.dtype)
+        taps = {}
         x = ConvBN(v.channels[0], 3, 2, name="stem", **kw)(x, train=train)
         taps["stem"] = x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for s, (repeats, c) in enumerate(zip(v.repeats, v.channels[1:4], strict=True), start=2):
@@ -95,7 +87,17 @@ class ShuffleNetV2(Classifier):
         return taps
 
 
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, "shufflenet", ShuffleNetV2, v, 224, 32
+MODELS = tuple(
+    ModelSpec(
+        name,
+        "shufflenet",
+        ShuffleNetV2,
+        v,
+        224,
+        32,
+        "Ma et al. 2018, ShuffleNet V2, Table 5",
+        "torchvision layout",
+        name,
+    )
+    for name, v in VARIANTS.items()
+)

@@ -9,15 +9,13 @@ Parameter tree: `stage{s}_conv{c}/{conv[,bn]}`, `fc6`, `fc7`, `head`.
 """
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from jaxcnn.layers import conv_kernel_init, torch_dense
+from jaxcnn.layers import ConvBN, torch_dense
 from jaxcnn.layers.pooling import adaptive_avg_pool, flatten_nchw
-from jaxcnn.models.base import Classifier, check_image_batch
+from jaxcnn.models.base import Classifier, ModelSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,19 +50,6 @@ VARIANTS: dict[str, VGGVariant] = {
     **{f"vgg{d}_bn": VGGVariant(stages, batch_norm=True) for d, stages in _CONFIGS.items()},
 }
 
-_PAPER = "Simonyan & Zisserman 2015, Very Deep Convolutional Networks (arXiv 1409.1556), Table 1"
-_BN_NOTE = "BatchNorm after each conv (torchvision; the paper predates BN); conv biases kept"
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "vgg11": (_PAPER + " (A)", 132_863_336, 7_609_090_048, ""),
-    "vgg13": (_PAPER + " (B)", 133_047_848, 11_308_466_176, ""),
-    "vgg16": (_PAPER + " (D)", 138_357_544, 15_470_264_320, ""),
-    "vgg19": (_PAPER + " (E)", 143_667_240, 19_632_062_464, ""),
-    "vgg11_bn": (_PAPER + " (A)", 132_868_840, 7_609_090_048, _BN_NOTE),
-    "vgg13_bn": (_PAPER + " (B)", 133_053_736, 11_308_466_176, _BN_NOTE),
-    "vgg16_bn": (_PAPER + " (D)", 138_365_992, 15_470_264_320, _BN_NOTE),
-    "vgg19_bn": (_PAPER + " (E)", 143_678_248, 19_632_062_464, _BN_NOTE),
-}
-
 
 class VGG(Classifier):
     """VGG, NHWC, inputs of at least 32x32 (`variant`: `VARIANTS`).
@@ -76,12 +61,14 @@ class VGG(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "VGG")
         v, kw = self.variant, self._kw
-        taps, x = {}, x.astype(self.dtype)
+        taps = {}
         for s, widths in enumerate(v.stages, start=1):
             for c, width in enumerate(widths, start=1):
-                x = VGGConv(width, v.batch_norm, name=f"stage{s}_conv{c}", **kw)(x, train=train)
+                # torchvision: kaiming_normal_(fan_out, relu) weights, zero biases, also before BN.
+                x = ConvBN(width, use_bias=True, norm=v.batch_norm, name=f"stage{s}_conv{c}", **kw)(
+                    x, train=train
+                )
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
             taps[f"stage{s}"] = x
         x = flatten_nchw(adaptive_avg_pool(x, 7))
@@ -94,34 +81,21 @@ class VGG(Classifier):
         return taps
 
 
-class VGGConv(nn.Module):
-    """3x3 convolution (with bias, padding 1) -> optional BatchNorm -> ReLU."""
-
-    features: int
-    batch_norm: bool
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        # torchvision: kaiming_normal_(fan_out, relu) weights, zero biases.
-        x = nn.Conv(
-            self.features,
-            (3, 3),
-            padding=((1, 1), (1, 1)),
-            kernel_init=conv_kernel_init,
-            name="conv",
-            **kw,
-        )(x)
-        if self.batch_norm:
-            x = nn.BatchNorm(
-                use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn", **kw
-            )(x)
-        return nn.relu(x)
-
-
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, variant in VARIANTS.items():
-        yield name, "vgg", VGG, variant, 224, 32
+_PAPER = "Simonyan & Zisserman 2015, Very Deep Convolutional Networks (arXiv 1409.1556), Table 1"
+_BN_NOTE = "BatchNorm after each conv (torchvision; the paper predates BN); conv biases kept"
+_CONFIG_LETTER = {11: "A", 13: "B", 16: "D", 19: "E"}
+MODELS = tuple(
+    ModelSpec(
+        f"vgg{d}{bn}",
+        "vgg",
+        VGG,
+        VARIANTS[f"vgg{d}{bn}"],
+        224,
+        32,
+        f"{_PAPER} ({letter})",
+        _BN_NOTE if bn else "",
+        f"vgg{d}{bn}",
+    )
+    for bn in ("", "_bn")
+    for d, letter in _CONFIG_LETTER.items()
+)

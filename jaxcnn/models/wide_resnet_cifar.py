@@ -15,14 +15,13 @@ Parameter tree: `stem_conv`, `stage{s}_block{b}/{norm1,conv1,norm2,conv2[,downsa
 """
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.layers import batch_norm, conv2d, torch_dense
-from jaxcnn.models.base import Classifier, check_image_batch
+from jaxcnn.layers import bn_relu, conv2d, torch_dense
+from jaxcnn.models.base import Classifier, ModelSpec, Module, stage_blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,24 +73,22 @@ VARIANTS: dict[str, WRNVariant] = {
 }
 
 
-class WideBasicBlock(nn.Module):
+class WideBasicBlock(Module):
     """Pre-activation basic block with optional dropout between its two 3x3 convolutions."""
 
     features: int
     strides: int
     dropout: float
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        pre = nn.relu(batch_norm(train, name="norm1", **kw)(x))
+        kw = self._kw
+        pre = bn_relu(x, train, "norm1", **kw)
         shortcut = x
         if self.strides != 1 or x.shape[-1] != self.features:
             shortcut = conv2d(self.features, 1, self.strides, name="downsample", **kw)(pre)
         y = conv2d(self.features, 3, self.strides, name="conv1", **kw)(pre)
-        y = nn.relu(batch_norm(train, name="norm2", **kw)(y))
+        y = bn_relu(y, train, "norm2", **kw)
         if self.dropout > 0:
             y = nn.Dropout(self.dropout, deterministic=not train)(y)
         y = conv2d(self.features, 3, 1, name="conv2", **kw)(y)
@@ -108,41 +105,32 @@ class WideResNet(Classifier):
 
     @nn.compact
     def _forward(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-        check_image_batch(x, "WideResNet")
         v, kw = self.variant, self._kw
-        taps, x = {}, x.astype(self.dtype)
+        taps = {}
         taps["stem"] = x = conv2d(v.stem_width, 3, 1, name="stem_conv", **kw)(x)
-        for s, width in enumerate(v.widths, start=1):
-            for b in range(1, v.blocks_per_stage + 1):
-                strides = 2 if (b == 1 and s > 1) else 1
-                x = WideBasicBlock(width, strides, v.dropout, name=f"stage{s}_block{b}", **kw)(
-                    x, train=train
-                )
+        depths = (v.blocks_per_stage,) * len(v.widths)
+        for s, b, width, strides in stage_blocks(depths, v.widths):
+            x = WideBasicBlock(width, strides, v.dropout, name=f"stage{s}_block{b}", **kw)(
+                x, train=train
+            )
             taps[f"stage{s}"] = x
-        x = nn.relu(batch_norm(train, name="final_norm", **kw)(x))
+        x = bn_relu(x, train, "final_norm", **kw)
         taps["pre_logits"] = x = jnp.mean(x, axis=(1, 2))
         taps["logits"] = torch_dense(self.num_classes, x.shape[-1], "head", **kw)(x)
         return taps
 
 
 _ZK = "Zagoruyko & Komodakis 2016, Wide Residual Networks"
-
-# name -> (paper, reference params, reference MACs at 32x32, notes). From ../shared/reference rows
-# wrn16_8_cifar, wrn28_10_cifar, wrn40_4_cifar (paper-faithful builds, dropout 0; MACs count conv
-# and linear layers).
-REFERENCE: dict[str, tuple[str, int, int, str]] = {
-    "wrn16_8": (_ZK + ", Table 5 (CIFAR-10)", 10_961_370, 1_548_145_664, ""),
+# name -> (paper, notes); reference rows `{name}_cifar` (paper-faithful builds, dropout 0).
+_PAPERS = {
+    "wrn16_8": (_ZK + ", Table 5 (CIFAR-10)", ""),
     "wrn28_10": (
         _ZK + ", Tables 4-6 (CIFAR-10)",
-        36_479_194,
-        5_243_328_768,
         "dropout 0 by default; the paper's best CIFAR result uses dropout=0.3",
     ),
-    "wrn40_4": (_ZK + ", Table 5 (CIFAR-10)", 8_949_210, 1_298_582_016, ""),
+    "wrn40_4": (_ZK + ", Table 5 (CIFAR-10)", ""),
 }
-
-
-def registry_entries():
-    """(name, family, module, variant, native resolution, smallest input side) of each variant."""
-    for name, v in VARIANTS.items():
-        yield name, "wrn", WideResNet, v, 32, v.total_stride
+MODELS = tuple(
+    ModelSpec(name, "wrn", WideResNet, v, 32, v.total_stride, *_PAPERS[name], f"{name}_cifar")
+    for name, v in VARIANTS.items()
+)
