@@ -1,5 +1,5 @@
 """Structural checks on traced programs (no compilation): which inputs reach which outputs, and
-whether a program draws random numbers. Used by tests/test_all_models.py."""
+whether a program draws random numbers. Used by tests/models/test_registry_contract.py."""
 
 from typing import Any
 

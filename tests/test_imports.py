@@ -159,14 +159,14 @@ def test_no_import_circles():
 def test_commands_define_no_flags_at_import_and_share_one_shape():
     from absl import flags
 
-    before = set(flags.FLAGS)
     for c in sorted(COMMANDS - {"__main__"}):
         mod = importlib.import_module(f"jaxcnn.{c}")
         assert callable(mod.define_flags) and callable(mod.main), c
         assert mod.__doc__ and f"python -m jaxcnn.{c}" in mod.__doc__, c
         source = ALL[f"jaxcnn.{c}"].read_text()
         assert 'if __name__ == "__main__":\n    cli.run(define_flags, main' in source, c
-    assert set(flags.FLAGS) == before
+    # Importing a command defines none of its flags (absl and Orbax define their own on import).
+    assert [m for m in flags.FLAGS.flags_by_module_dict() if m.startswith("jaxcnn")] == []
 
 
 def test_python_m_jaxcnn_lists_every_command(capsys):

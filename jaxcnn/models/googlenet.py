@@ -357,7 +357,7 @@ _REFERENCE_KEYS = {"googlenet": "googlenet_paper_aux", "googlenet_tv": "googlene
 
 # Smallest input side: every ceil-mode max pool must keep at least one window (`pool_out_size`).
 # torchvision's build (2x2/2 pool before stage 5) accepts 15 px and up, as torchvision does; the
-# paper's 3x3/2 pool there needs a 2x2 map, i.e. 31 px (tests/test_googlenet.py checks both).
+# paper's 3x3/2 pool there needs a 2x2 map, i.e. 31 px (tests/models/test_googlenet.py checks both).
 MIN_IMAGE_SIZE = {"googlenet": 31, "googlenet_tv": 15}
 
 

@@ -1,9 +1,12 @@
 """Every registered architecture, traced (not compiled) at the smallest input side it accepts.
 
 For each name of `jaxcnn.list_models()`:
-- at the native resolution (3 channels, native classes), `features()` in eval mode gives
-  `pre_logits` (N, D) and `logits` (N, classes), every tap batch-first, and the convolution +
-  linear MACs counted by `jaxcnn.cost` on that program equal the registry's reference figure;
+- at the native resolution (3 channels, native classes), the parameter count equals the
+  registry's reference figure (`jaxcnn.reference`: measured on torchvision / timm / pytorchcv or
+  paper-faithful builds, never on jaxcnn), so that every registered name has an exact count check;
+  `features()` in eval mode gives `pre_logits` (N, D) and `logits` (N, classes), every tap
+  batch-first, and the convolution + linear MACs counted by `jaxcnn.cost` on that program equal
+  the registry's reference figure;
 - at the smallest input side, with 2 input channels and 5 classes:
   - eval mode draws no random numbers (deterministic, no dropout / drop-path), train mode draws them
   exactly when the variant declares a non-zero dropout / drop-path rate;
@@ -11,11 +14,13 @@ For each name of `jaxcnn.list_models()`:
     traced program, following calls and excluding `stop_gradient`), and BatchNorm statistics
     come back updated with their shapes.
 Tracing instead of compiling keeps this at a few seconds per network on 2 cores; the numeric checks
-(finite values, non-zero gradients, actual dropout) run on one network per family in test_models.py
-and in each family's training test.
+(finite values, non-zero gradients, actual dropout) run on one network per family in
+tests/models/test_registry_and_resnets.py and the family files, and in
+tests/training/test_learns_digits.py.
 """
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +28,7 @@ import pytest
 from jaxpr_tools import draws_random_numbers, inputs_reaching_outputs
 
 import jaxcnn
+from jaxcnn import reference
 from jaxcnn.analysis import cost
 from jaxcnn.models.base import Classifier
 
@@ -45,6 +51,8 @@ def test_traced_contract(name):
     channels = 1 if name == "lenet5" else 3
     x = jax.ShapeDtypeStruct((BATCH, info.resolution, info.resolution, channels), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    params = sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
+    assert params == info.params, f"{params:,} parameters != reference {info.params:,}"
     jaxpr, taps = jax.make_jaxpr(
         lambda v, x: model.apply(v, x, train=False, method=model.features), return_shape=True
     )(variables, x)
@@ -57,7 +65,8 @@ def test_traced_contract(name):
     logits_index = sorted(taps).index("logits")
     rows = cost.costs_of_program(jaxpr, variables, x.shape, outputs=[logits_index])
     macs = sum(r.macs for r in rows)
-    assert macs == info.macs, f"MACs {macs:,} != reference {info.macs:,}"
+    expected = reference.figures(name, jaxcnn.models.registry.reference_keys()[name])[1]
+    assert macs == expected == info.macs, f"MACs {macs:,} != reference {expected:,}"
     if type(model).__call__ is not Classifier.__call__:
         logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
         assert logits.shape == (BATCH, info.num_classes), "eval __call__ returns the logits"

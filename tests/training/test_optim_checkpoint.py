@@ -5,8 +5,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxcnn.training import optim
 from jaxcnn.rundir import Checkpointer
+from jaxcnn.training import optim
 
 
 def cfg(**kw):

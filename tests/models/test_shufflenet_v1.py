@@ -1,5 +1,9 @@
-"""ShuffleNet v1 (g = 1, 2, 3, 4, 8; widths 0.5x-2x): exact counts against pytorchcv, converted-weight
-parity with pytorchcv's ShuffleNet, the unit's details, a short training run."""
+"""ShuffleNet v1 (g = 1, 2, 3, 4, 8; widths 0.5x-2x): exact counts against pytorchcv, Table 1, the
+unit's details.
+
+Converted-weight parity with pytorchcv's ShuffleNet: tests/weights/test_parity.py; the training
+run: tests/training/test_learns_digits.py.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +11,6 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn.weights import convert
 from jaxcnn.models import shufflenet_v1 as S
 
 # Parameter counts (1000 classes). shufflenet_v1_g3: reference_numbers.json row "shufflenet_v1_g3"
@@ -47,20 +50,6 @@ def _pytorchcv(variant: S.ShuffleNetV1Variant):
     )
     net.features.final_pool = torch.nn.AdaptiveAvgPool2d(1)
     return net
-
-
-def _randomize(model, seed: int = 0) -> None:
-    """Random BN affine and running statistics, so eval mode exercises every converted tensor."""
-    import torch  # noqa: PLC0415
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
@@ -127,49 +116,3 @@ def test_taps_any_channel_count_and_input_check():
     assert p["stage3_unit1"]["pw2"]["conv"]["kernel"].shape == (1, 1, 40, 240)
     with pytest.raises(ValueError, match=r"NHWC"):
         jax.eval_shape(lambda v: model.apply(v, jnp.ones((32, 32)), train=False), variables)
-
-
-@pytest.mark.parametrize("name", ["shufflenet_v1_g3", "shufflenet_v1_g8"])
-def test_eval_parity_with_pytorchcv(name):
-    """Random weights and BN statistics, 32 px (the smallest input: 1x1 at the end), eval mode."""
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    net = _pytorchcv(S.VARIANTS[name]).eval()
-    _randomize(net)
-    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    with torch.no_grad():
-        want = net(torch.from_numpy(x)).numpy()
-    model = jaxcnn.create_model(name)
-    variables = convert.from_torch(name, net.state_dict(), _template(model))
-    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    got = np.asarray(apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1))))
-    assert float(np.max(np.abs(got - want)) / np.max(np.abs(want))) < 1e-5
-
-
-def test_missing_tensor_is_named_and_round_trip():
-    net = _pytorchcv(S.VARIANTS["shufflenet_v1_g3_x0_5"])
-    name = "shufflenet_v1_g3_x0_5"
-    template = _template(jaxcnn.create_model(name))
-    sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    back = convert.to_torch(name, convert.from_torch(name, sd, template))
-    assert set(back) == set(sd)
-    for k in ("features.stage1.unit1.compress_conv1.weight", "output.weight"):
-        np.testing.assert_array_equal(back[k], sd[k].numpy())
-    del sd["features.stage2.unit3.dw_conv2.weight"]
-    with pytest.raises(
-        convert.WeightMismatchError, match=r"no tensor 'features\.stage2\.unit3\.dw_conv2\.weight'"
-    ):
-        convert.from_torch(name, sd, template)
-
-
-@pytest.mark.slow
-def test_digits_learns(tmp_path):
-    """ShuffleNet 0.5x (g=3) on 32 px digits (8x8 upscaled), through the trainer."""
-    from jaxcnn.training import loop as trainer  # noqa: PLC0415
-    from jaxcnn.config import get_config  # noqa: PLC0415
-
-    cfg = get_config()
-    cfg.arch, cfg.dataset, cfg.batch_size, cfg.epochs = "shufflenet_v1_g3_x0_5", "digits", 32, 3
-    cfg.image_size, cfg.log_every_steps, cfg.lr = 32, 20, 0.05
-    result = trainer.train_and_evaluate(cfg, tmp_path)
-    assert result.eval_accuracy > 0.5

@@ -1,16 +1,13 @@
-"""Cost analysis against the lecture's tables (corrected where they are wrong) and hand counts."""
+"""Cost analysis against the lecture's tables (corrected where they are wrong) and hand counts.
 
-import csv
-import io
-import json
-import subprocess
-import sys
+The summary command (tables as CSV / JSON, --compare, plots): tests/cli.
+"""
 
 import flax.linen as nn
 import pytest
 
 import jaxcnn
-from jaxcnn.analysis import cost
+from jaxcnn.analysis import cost, xla_cost
 
 # AlexNet 2012 (two-GPU grouping), layer by layer: (output C, H, W), params, MACs. Hand counts, as
 # in ../shared/reference/lecture_checks.json `alexnet_layers_groups2`; the lecture's CONV1 row is
@@ -144,31 +141,9 @@ def test_macs_cross_checked_with_xla():
     macs = cost.summarize(model, 20).macs
     # By hand: 18x18x8 outputs x 27 taps, 7x7x16 x 200, 5x5x16 x 36 (4 groups of 4 channels), 400x10.
     assert macs == 18 * 18 * 8 * 27 + 7 * 7 * 16 * 200 + 5 * 5 * 16 * 36 + 400 * 10
-    assert cost.xla_forward_cost(model, 20)["flops"] == 2 * macs
+    assert xla_cost.xla_forward_cost(model, 20)["flops"] == 2 * macs
     # With 'same' padding a 3x3 conv at 32x32 touches (3 * 32 - 2)^2 / (32^2 * 9) = 96% real pixels,
     # less at 2x2 feature maps; BN, ReLU and pooling add a little.
     vgg = jaxcnn.create_model("vgg11", num_classes=10)
-    ratio = cost.xla_forward_cost(vgg, 32)["flops"] / (2 * cost.summarize(vgg, 32).macs)
+    ratio = xla_cost.xla_forward_cost(vgg, 32)["flops"] / (2 * cost.summarize(vgg, 32).macs)
     assert 0.8 < ratio < 1.0
-
-
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "jaxcnn.summary", *args], capture_output=True, text=True, timeout=600
-    )
-
-
-def test_summary_cli_formats_and_compare(tmp_path):
-    r = _cli("--arch=lenet5", "--channels=1", "--format=csv", "--noxla")
-    assert r.returncode == 0, r.stderr
-    rows = list(csv.DictReader(io.StringIO(r.stdout)))
-    assert rows[-1]["layer"] == "total" and int(rows[-1]["params"]) == 61_706
-    r = _cli("--compare=resnet20,mobilenet_v2", "--format=json", f"--plot={tmp_path / 'c.png'}")
-    assert r.returncode == 0, r.stderr
-    table = json.loads(r.stdout)
-    assert [t["name"] for t in table] == ["resnet20", "mobilenet_v2"]
-    assert table[1]["params"] == 3_504_872 and table[1]["top1"] == pytest.approx(71.878)
-    for png in ("c.png", "c_memory.png"):
-        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
-    r = _cli("--arch=resnet51")
-    assert r.returncode == 2 and "resnet50" in r.stderr

@@ -1,6 +1,10 @@
 """GoogLeNet: exact parameter counts of the paper's and torchvision's builds (with and without the
 auxiliary classifiers), the Inception module, the auxiliary-classifier contract, smallest inputs,
-torchvision parity and a short training run."""
+the paper's auxiliary head.
+
+Torchvision parity (logits and both auxiliary heads): tests/weights/test_parity.py; the training
+run: tests/training/test_learns_digits.py.
+"""
 
 import dataclasses
 
@@ -11,7 +15,6 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn.weights import convert
 from jaxcnn.layers.pooling import flatten_nchw
 from jaxcnn.models.googlenet import TABLE1, InceptionAux, InceptionModule, InceptionSpec
 
@@ -134,103 +137,3 @@ def test_paper_aux_head_pools_5x5_stride_3():
     np.testing.assert_allclose(head.apply(variables, x, train=False), want, rtol=1e-5, atol=1e-6)
     adaptive = InceptionAux(dataclasses.replace(variant, aux_pool="adaptive"), num_classes=5)
     assert not np.allclose(adaptive.apply(variables, x, train=False), want, atol=1e-4)
-
-
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-
-
-def _randomize(tv_model, seed: int = 0) -> None:
-    """Random BN affine and running statistics, so eval mode exercises every converted tensor."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in tv_model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-
-
-def _rel_err(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a) - b)) / np.max(np.abs(b)))
-
-
-def _torchvision_googlenet():
-    torch.manual_seed(0)
-    tv = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
-    _randomize(tv)
-    return tv.eval()
-
-
-def test_eval_parity_with_torchvision():
-    """Logits and both auxiliary heads at 15 px (the smallest input of both), batch 2, eval mode;
-    torchvision refuses 14 px as we do. transform_input=False on both sides."""
-    tv = _torchvision_googlenet()
-    assert not tv.transform_input
-    size = SMALLEST["googlenet_tv"]
-    x = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
-    seen = {}
-    hooks = [
-        getattr(tv, f"inception{m}").register_forward_hook(
-            lambda mod, inp, out, m=m: seen.__setitem__(m, out)
-        )
-        for m in ("4a", "4d")
-    ]
-    with torch.no_grad():
-        want = tv(torch.from_numpy(x)).numpy()
-        want_aux = [tv.aux1(seen["4a"]).numpy(), tv.aux2(seen["4d"]).numpy()]
-        with pytest.raises(RuntimeError):
-            tv(torch.zeros(1, 3, size - 1, size - 1))
-    for h in hooks:
-        h.remove()
-    model = jaxcnn.create_model("googlenet_tv")
-    template, _ = _shapes(model, size)
-    variables = convert.from_torch("googlenet_tv", tv.state_dict(), template)
-    taps = jax.jit(lambda v, x: model.apply(v, x, train=False, method=model.features))(
-        variables, jnp.asarray(x.transpose(0, 2, 3, 1))
-    )
-    assert _rel_err(taps["logits"], want) < 1e-5
-    assert _rel_err(taps["aux1"], want_aux[0]) < 1e-5
-    assert _rel_err(taps["aux2"], want_aux[1]) < 1e-5
-    back = convert.to_torch("googlenet_tv", variables)
-    sd = {k: v for k, v in tv.state_dict().items() if not k.endswith("num_batches_tracked")}
-    assert set(back) == set(sd)
-
-
-def test_missing_tensor_is_named_and_paper_build_has_no_counterpart():
-    tv = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False)
-    model = jaxcnn.create_model("googlenet_tv")
-    template, _ = _shapes(model, 32)
-    sd = tv.state_dict()
-    del sd["inception4e.branch3.1.bn.running_var"]
-    with pytest.raises(
-        convert.WeightMismatchError, match=r"inception4e\.branch3\.1\.bn\.running_var"
-    ):
-        convert.from_torch("googlenet_tv", sd, template)
-    # Without the auxiliary heads the torchvision state dict has tensors too many.
-    plain, _ = _shapes(jaxcnn.create_model("googlenet_tv", aux_logits=False), 32)
-    with pytest.raises(convert.WeightMismatchError, match=r"'aux1\."):
-        convert.from_torch("googlenet_tv", tv.state_dict(), plain)
-    with pytest.raises(NotImplementedError, match="googlenet has no torchvision"):
-        convert.torch_name("googlenet", ("params", "conv1", "conv", "kernel"))
-
-
-@pytest.mark.slow
-def test_digits_learns_with_auxiliary_losses(tmp_path):
-    """torchvision's layout at width 1/4 with two Inception modules, (4a) and (4b), each feeding
-    an auxiliary head (loss weight 0.3), on 32 px digits (8x8 upscaled), two epochs: far above
-    chance. Most of its time is XLA compilation, which grows with the number of layers."""
-    from jaxcnn.training import loop as trainer  # noqa: PLC0415 (TensorFlow after torch segfaults: import late)
-    from jaxcnn.config import get_config  # noqa: PLC0415
-
-    cfg = get_config()
-    cfg.arch, cfg.dataset, cfg.batch_size, cfg.epochs = "googlenet_tv", "digits", 32, 2
-    cfg.arch_options = {
-        "width_mult": 0.25,
-        "stages": ((), TABLE1[1][:2], ()),
-        "aux_after": ("4a", "4b"),
-    }
-    cfg.image_size, cfg.log_every_steps, cfg.lr = 32, 20, 0.05
-    result = trainer.train_and_evaluate(cfg, tmp_path)
-    assert result.eval_accuracy > 0.8

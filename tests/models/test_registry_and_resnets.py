@@ -1,7 +1,5 @@
 """Registry and ResNet-family modules: exact parameter counts, shapes, taps, gradients, errors."""
 
-import importlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,8 +65,8 @@ REFERENCE_PARAMS = {
     "preact_resnet164": 1_703_258,
     "preact_resnet1001": 10_327_706,
 }
-# resnetv2_18/34/101/152 follow timm's layout; tests/test_convert.py checks them against timm.
-TIMM_CHECKED = {"resnetv2_18", "resnetv2_34", "resnetv2_101", "resnetv2_152"}
+# resnetv2_18/34/101/152 follow timm's layout: test_resnet_v2_counts_match_timm checks them.
+TIMM_CHECKED = ["resnetv2_18", "resnetv2_34", "resnetv2_101", "resnetv2_152"]
 
 
 def _resnet8_by_hand() -> int:
@@ -92,28 +90,6 @@ def count_params(name: str, channels: int | None = None, **kw) -> int:
         lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, channels)), train=False)
     )
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
-
-
-# Families with their own test file: the names whose exact count that file checks.
-FAMILY_TESTS = {
-    "test_efficientnet": lambda m: set(m.REFERENCE_PARAMS),
-    "test_googlenet": lambda m: {name for name, _ in m.REFERENCE_PARAMS},
-    "test_inception_v3": lambda m: {"inception_v3"},
-    "test_inception_v4": lambda m: set(m.REFERENCE),
-    "test_mobilenet": lambda m: set(m.REFERENCE_PARAMS),
-    "test_nasnet": lambda m: set(m.REFERENCE_PARAMS),
-    "test_senet": lambda m: set(m.REFERENCE_PARAMS) | set(m.TIMM_NAMES),
-    "test_shufflenet_v1": lambda m: set(m.REFERENCE_PARAMS),
-    "test_wrn": lambda m: set(m.REFERENCE_PARAMS),
-}
-
-
-def test_every_model_is_checked():
-    """Every registered name has an exact parameter-count check, here or in its family's file."""
-    checked = set(REFERENCE_PARAMS) | TIMM_CHECKED
-    for module, names in FAMILY_TESTS.items():
-        checked |= names(importlib.import_module(module))
-    assert set(jaxcnn.list_models()) - checked == set()
 
 
 def test_preact_resnet152_paper_build():
@@ -290,3 +266,19 @@ def test_lenet_needs_32x32():
         jax.eval_shape(
             lambda: model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
         )
+
+
+@pytest.mark.parametrize("name", TIMM_CHECKED)
+def test_resnet_v2_counts_match_timm(name):
+    timm = pytest.importorskip("timm")
+    want = sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+    assert jaxcnn.get_model_info(name).params == want
+    assert count_params(name) == want
+
+
+@pytest.mark.parametrize("width", [0.5, 0.75, 1.4])
+def test_mobilenet_v2_width_multiplier_matches_torchvision(width):
+    """Channel rounding (make_divisible) as torchvision's: the same parameter count per width."""
+    torchvision = pytest.importorskip("torchvision")
+    tv = torchvision.models.mobilenet_v2(weights=None, width_mult=width)
+    assert count_params("mobilenet_v2", width_mult=width) == sum(p.numel() for p in tv.parameters())

@@ -1,11 +1,10 @@
 """Feature space: features of a split, nearest neighbours and k-NN accuracy, first-layer filters.
 
-One real ResNet-8 run on digits (one epoch, 44 steps) is trained once for the module and used by
-the command-line tests.
+`run_dir` (tests/conftest.py) is one real ResNet-8 run on digits (one epoch, 44 steps), trained
+once per test process and shared with the command-line tests (tests/cli).
 """
 
 import os
-import re
 import subprocess
 import sys
 
@@ -13,34 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
 from jaxcnn import create_model, features, neighbors, visualize
-from jaxcnn.training import loop as trainer
-from jaxcnn.config import get_config
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A trained run directory: ResNet-8, digits, one epoch (checkpoints and config.json)."""
-    cfg = get_config()
-    cfg.arch, cfg.dataset, cfg.batch_size, cfg.epochs = "resnet8", "digits", 32, 1
-    cfg.lr, cfg.augment, cfg.log_every_steps = 0.05, False, 44
-    workdir = tmp_path_factory.mktemp("run")
-    result = trainer.train_and_evaluate(cfg, workdir)
-    assert result.step == 1437 // 32
-    return workdir
-
-
-def run_cli(module, *args):
-    return subprocess.run(
-        [sys.executable, "-m", f"jaxcnn.{module}", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-
 
 # --- nearest neighbours and k-NN (pure numpy) ------------------------------------------------------
 
@@ -231,90 +204,3 @@ def test_load_run_saved_on_another_topology(tmp_path):
         1,
         16,
     )
-
-
-@pytest.mark.slow
-def test_features_cli_writes_npz(run_dir):
-    out = run_cli("features", f"--workdir={run_dir}", "--split=train", "--batch_size=100")
-    assert out.returncode == 0, out.stderr[-3000:]
-    path = run_dir / "features_train_pre_logits.npz"
-    with np.load(path) as z:  # no pickled objects inside
-        assert z["features"].shape == (1437, 64) and z["features"].dtype == np.float32
-        assert z["labels"].shape == (1437,)
-        assert np.bincount(z["labels"]).min() > 100  # all ten digits
-        assert (str(z["tap"]), str(z["arch"]), str(z["split"])) == (
-            "pre_logits",
-            "resnet8",
-            "train",
-        )
-        assert not bool(z["pooled"]) and int(z["step"]) == 44
-    assert not [p for p in os.listdir(run_dir) if p.endswith(".tmp")]
-
-
-@pytest.mark.slow
-def test_neighbors_cli_writes_grid_and_knn_beats_chance(run_dir):
-    out_png = run_dir / "nn.png"
-    out = run_cli(
-        "neighbors", f"--workdir={run_dir}", "--queries=3", "--k=4", f"--output={out_png}"
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    with Image.open(out_png) as im:
-        im.verify()
-    with Image.open(out_png) as im:
-        # 8x8 digits upscaled 8x to 64 px, + 2 px border = 68 px tiles; 2 px gaps around and
-        # between; 8 px more after the query column.
-        assert im.size == (5 * 68 + 6 * 2 + 8, 3 * 68 + 4 * 2)
-        assert im.mode == "RGB"
-    acc = float(re.search(r"k-NN accuracy \(k=4.*: ([0-9.]+) on the 360", out.stdout).group(1))
-    assert acc > 0.8  # chance: 0.1
-
-
-@pytest.mark.slow
-def test_visualize_cli_on_a_run(run_dir):
-    out_png = run_dir / "filters.png"
-    out = run_cli("visualize", "filters", f"--workdir={run_dir}")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "16 first-layer filters (16x1x3x3, params/stem/conv/kernel)" in out.stdout
-    with Image.open(out_png) as im:
-        a = np.asarray(im.convert("RGB"))
-    # 16 filters -> 4 x 4 tiles of 3 x 16 = 48 px, 2 px gaps: 202 px; grey (1 input channel).
-    assert a.shape == (4 * 48 + 5 * 2, 4 * 48 + 5 * 2, 3)
-    assert (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()
-
-
-@pytest.mark.parametrize(
-    "module, args, message",
-    [
-        ("features", ["--workdir=/nonexistent/run"], "no run directory at /nonexistent/run"),
-        ("neighbors", ["--workdir=/nonexistent/run"], "no run directory at /nonexistent/run"),
-        ("visualize", ["filters", "--workdir=/nonexistent/run"], "no run directory"),
-        ("features", [], "--workdir is required"),
-        ("neighbors", ["--workdir=/tmp", "--k=0"], "--k must be positive"),
-        ("visualize", ["filter", "--arch=alexnet"], "expected one command, filters; got filter"),
-        ("visualize", ["filters"], "give exactly one of --workdir=RUN or --arch=NAME"),
-    ],
-)
-def test_cli_bad_input_exits_2(module, args, message):
-    out = run_cli(module, *args)
-    assert out.returncode == 2, out.stderr[-2000:]
-    assert message in out.stderr
-
-
-def test_cli_not_a_run_dir(tmp_path):
-    out = run_cli("features", f"--workdir={tmp_path}")
-    assert out.returncode == 2 and "has no config.json" in out.stderr
-    assert not (tmp_path / "checkpoints").exists()
-
-
-@pytest.mark.slow
-def test_cli_unknown_tap_lists_taps(run_dir):
-    out = run_cli("features", f"--workdir={run_dir}", "--tap=fc7")
-    assert out.returncode == 2, out.stderr[-2000:]
-    assert "unknown tap 'fc7'; this network's taps are: logits 10, pre_logits 64" in out.stderr
-    assert not (run_dir / "features_test_fc7.npz").exists()
-
-
-def test_cli_help():
-    for module, flag in (("features", "--tap"), ("neighbors", "--k"), ("visualize", "--arch")):
-        out = run_cli(module, "--help")
-        assert f"python -m jaxcnn.{module}" in out.stdout and flag in out.stdout

@@ -1,5 +1,9 @@
-"""EfficientNet B0-B7: counts, torchvision parity and layout, compound scaling, stochastic depth,
-a short training run."""
+"""EfficientNet B0-B7: counts, the released table, taps, compound scaling, stochastic depth in the
+blocks and the model.
+
+Converted-weight parity and torchvision's layout of all eight: tests/weights/test_parity.py;
+DropPath itself: tests/layers; the training run: tests/training/test_learns_digits.py.
+"""
 
 import functools
 import math
@@ -10,8 +14,6 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn.weights import convert
-from jaxcnn.layers import DropPath
 from jaxcnn.models import efficientnet as E
 
 # Parameter counts of torchvision's efficientnet_b0..b7, reference_numbers.json rows
@@ -99,74 +101,6 @@ def test_features_taps_and_any_channel_count():
         jax.eval_shape(lambda v: model.apply(v, x[0], train=False), variables)
 
 
-# ---------------------------------------------------------------- torchvision
-
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-
-
-def _randomize(tv_model, seed: int = 0) -> None:
-    """Random BN affine / running statistics and SE biases, so eval mode exercises every tensor."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in tv_model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-
-
-@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_b5"])
-def test_eval_parity_with_torchvision(name):
-    """32 px (the smallest input, 1x1 after the last stride), batch 2. B5 has TF BatchNorm eps."""
-    torch.manual_seed(0)
-    tv = getattr(torchvision.models, name)(weights=None).eval()
-    _randomize(tv)
-    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    with torch.no_grad():
-        expected = tv(torch.from_numpy(x)).numpy()
-    model = jaxcnn.create_model(name)
-    variables = convert.from_torch(name, tv.state_dict(), _template(model))
-    apply = jax.jit(functools.partial(model.apply, train=False))
-    got = np.asarray(apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1))))
-    err = float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
-    assert err < 1e-5, err
-    back = convert.to_torch(name, variables)
-    sd = {k: v for k, v in tv.state_dict().items() if not k.endswith("num_batches_tracked")}
-    assert set(back) == set(sd)
-    for k, v in sd.items():
-        np.testing.assert_array_equal(back[k], v.numpy(), err_msg=k)
-
-
-def test_torchvision_layout_of_all_eight():
-    """torchvision's b0..b7 state dicts fit the converter; dropout, per-block stochastic-depth rates
-    and BatchNorm eps / momentum equal torchvision's."""
-    for name in NAMES:
-        tv = getattr(torchvision.models, name)(weights=None)
-        variant = jaxcnn.get_model_info(name).variant
-        model = jaxcnn.create_model(name)
-        convert.from_torch(name, tv.state_dict(), _template(model))  # raises on any misfit
-        assert tv.classifier[0].p == variant.dropout
-        tv_rates = [blk.stochastic_depth.p for stage in tv.features[1:-1] for blk in stage]
-        np.testing.assert_allclose([b.drop_rate for b in variant.blocks()], tv_rates, rtol=1e-12)
-        bns = {(m.eps, m.momentum) for m in tv.modules() if isinstance(m, torch.nn.BatchNorm2d)}
-        assert bns == {(variant.bn_epsilon, variant.bn_momentum)}, name
-
-
-def test_missing_tensor_is_named():
-    tv = torchvision.models.efficientnet_b0(weights=None)
-    sd = dict(tv.state_dict())
-    del sd["features.2.1.block.2.fc1.bias"]
-    model = jaxcnn.create_model("efficientnet_b0")
-    with pytest.raises(
-        convert.WeightMismatchError, match=r"no tensor 'features\.2\.1\.block\.2\.fc1\.bias'"
-    ):
-        convert.from_torch("efficientnet_b0", sd, _template(model))
-
-
 # ---------------------------------------------------------------- compound scaling
 
 
@@ -201,22 +135,6 @@ def test_compound_phi0_is_b0_and_negative_phi_builds():
 # ---------------------------------------------------------------- stochastic depth
 
 
-def test_drop_path_eval_identity_train_unbiased():
-    x = jnp.ones((20_000, 3, 2))
-    layer = DropPath(0.3)
-    assert (layer.apply({}, x, deterministic=True) == x).all()
-    y = np.asarray(layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(1)}))
-    per_sample = y.reshape(len(y), -1)
-    assert (per_sample == per_sample[:, :1]).all()  # one draw per sample
-    np.testing.assert_allclose(np.unique(per_sample), [0.0, 1 / 0.7], rtol=1e-6)
-    # Mean 1 (std 0.0046 over 20,000 samples); without the 1/0.7 scaling it would be 0.7.
-    assert abs(per_sample.mean() - 1.0) < 0.03
-    assert abs((per_sample[:, 0] == 0).mean() - 0.3) < 0.02
-    assert (DropPath(1.0).apply({}, x, deterministic=False) == 0).all()
-    with pytest.raises(ValueError, match="rate"):
-        DropPath(1.5).apply({}, x, deterministic=False)
-
-
 def test_mbconv_stochastic_depth_only_in_train_mode():
     """A residual block whose branch is always dropped returns its input in train mode only."""
     spec = E.MBConvSpec(1, 2, 6, 3, 1, 16, 16, drop_rate=1.0)
@@ -245,21 +163,3 @@ def test_model_stochastic_depth_wired():
         return model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": key})
 
     assert not np.allclose(train(jax.random.key(0))[0], train(jax.random.key(1))[0])
-
-
-# ---------------------------------------------------------------- training
-
-
-@pytest.mark.slow
-def test_digits_learns(tmp_path):
-    """B0 at width 0.25, depth 0.25 (one block per stage) on 32 px digits (8x8 upscaled), through
-    the trainer; 3 epochs (measured 0.878 test accuracy). Most of its time is XLA compilation."""
-    from jaxcnn.training import loop as trainer  # noqa: PLC0415
-    from jaxcnn.config import get_config  # noqa: PLC0415
-
-    cfg = get_config()
-    cfg.arch, cfg.dataset, cfg.batch_size, cfg.epochs = "efficientnet_b0", "digits", 32, 3
-    cfg.arch_options = {"width_mult": 0.25, "depth_mult": 0.25}
-    cfg.image_size, cfg.log_every_steps, cfg.lr = 32, 20, 0.05
-    result = trainer.train_and_evaluate(cfg, tmp_path)
-    assert result.eval_accuracy > 0.5

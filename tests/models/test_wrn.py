@@ -1,4 +1,7 @@
-"""CIFAR Wide ResNets: exact counts (reference and by hand), names, dropout, taps, training."""
+"""CIFAR Wide ResNets: exact counts (reference and by hand), names, dropout, taps.
+
+The training run: tests/training/test_learns_digits.py.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -118,18 +121,3 @@ def test_taps_dropout_and_channels():
     assert not np.allclose(train(jax.random.key(1)), train(jax.random.key(2)))
     with pytest.raises(ValueError, match="NHWC"):
         model.apply(variables, x[0], train=False)
-
-
-@pytest.mark.slow
-def test_digits_learns(tmp_path):
-    """WRN-16-1 (widen factor 1) on the digits at 16 px, 2 epochs: far above the 10% of chance
-    (0.953 measured)."""
-    from jaxcnn.training import loop as trainer  # noqa: PLC0415  (loads TensorFlow: only where needed)
-    from jaxcnn.config import get_config  # noqa: PLC0415
-
-    cfg = get_config()
-    cfg.arch, cfg.dataset, cfg.batch_size, cfg.epochs = "wrn16_8", "digits", 32, 2
-    cfg.arch_options = {"widen_factor": 1}
-    cfg.image_size, cfg.log_every_steps, cfg.lr, cfg.augment = 16, 20, 0.05, False
-    result = trainer.train_and_evaluate(cfg, tmp_path)
-    assert result.eval_accuracy > 0.5

@@ -2,17 +2,11 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+from helpers import free_port
 
 
 @pytest.mark.slow

@@ -1,0 +1,53 @@
+"""One subprocess per command: `python -m jaxcnn.<command>` starts, parses its flags and runs.
+
+A real run where it is cheap (summary, bench); `--help` where the real run is done in this process
+already (features, neighbors, visualize: test_cli_runs.py; train: tests/training, and
+tests/training/test_multihost.py runs `python -m jaxcnn.train` itself in two processes).
+"""
+
+import pytest
+from helpers import run_module
+
+TRAIN_FLAGS = (
+    "--arch",
+    "--dataset",
+    "--epochs",
+    "--steps",
+    "--batch_size",
+    "--image_size",
+    "--lr",
+    "--optimizer",
+    "--schedule",
+    "--seed",
+    "--config",
+    "--workdir",
+)
+
+
+@pytest.mark.parametrize(
+    "module, flags",
+    [
+        ("train", TRAIN_FLAGS),
+        ("features", ("--tap", "--workdir", "--split")),
+        ("neighbors", ("--k", "--queries", "--output")),
+        ("visualize", ("--arch", "--workdir")),
+    ],
+)
+def test_help_explains_flags(module, flags):
+    out = run_module(module, "--help")  # absl prints the module docstring and its flags
+    assert f"python -m jaxcnn.{module}" in out.stdout, out.stderr[-2000:]
+    for flag in flags:
+        assert flag in out.stdout, flag
+
+
+def test_summary_runs():
+    out = run_module("summary", "--arch=lenet5", "--channels=1", "--noxla")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "lenet5 at 32x32x1: 61,706 parameters" in out.stdout
+
+
+def test_bench_runs():
+    out = run_module("bench", "--arch=resnet8", "--batch_size=4", "--image_size=16", "--steps=1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "resnet8, batch 4, 16x16, float32, 1 timed steps" in out.stdout
+    assert "img/s" in out.stdout and "peak host RSS" in out.stdout

@@ -1,0 +1,111 @@
+"""Helpers shared by the test folders (not a test module: pytest collects nothing here).
+
+Importable as `helpers` from any test file: tests/conftest.py puts tests/ on `sys.path`. Nothing
+here imports torch or TensorFlow at module level (tests/conftest.py orders those two imports).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxcnn
+
+
+def digits_config(**kw):
+    """A short ResNet-8 run on scikit-learn's 1,437 digits (2 epochs of batch 32), updated by `kw`."""
+    from jaxcnn.config import get_config
+
+    cfg = get_config()
+    cfg.arch, cfg.dataset, cfg.batch_size, cfg.epochs = "resnet8", "digits", 32, 2
+    cfg.log_every_steps, cfg.lr, cfg.augment = 10, 0.05, True
+    cfg.update(kw)
+    return cfg
+
+
+def final_params(workdir):
+    """(step, saved tree) of the latest checkpoint of a run directory."""
+    from jaxcnn.rundir import Checkpointer
+
+    ckpt = Checkpointer(workdir)
+    step = ckpt.latest_step()
+    tree, _ = ckpt.restore()  # no target: the saved tree as is
+    ckpt.close()
+    return step, tree
+
+
+def read_metrics(workdir):
+    return [json.loads(r) for r in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def run_module(module: str, *args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """`python -m jaxcnn.<module> args...` in a fresh process (output captured as text)."""
+    return subprocess.run(
+        [sys.executable, "-m", f"jaxcnn.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
+
+
+def template(model, size: int = 32, channels: int = 3, batch: int = 1):
+    """The model's variables by shape only (no compilation)."""
+    return jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((batch, size, size, channels)), train=False)
+    )
+
+
+def count_params(variables) -> int:
+    """Number of parameters of a variables tree (its `params` collection)."""
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
+
+
+def rel_err(a, b) -> float:
+    """Max absolute error relative to the largest magnitude of the reference `b`."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def randomize_bn(torch_model, seed: int = 0, biases: bool = False) -> None:
+    """Random BN affine parameters and running statistics (and, with `biases`, random conv and
+    linear biases), so that eval mode exercises every converted tensor."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in torch_model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            elif biases and isinstance(m, torch.nn.Conv2d | torch.nn.Linear) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+
+
+def torch_state_dict(torch_model) -> dict:
+    """The state dict without `num_batches_tracked` (which has no place in a Flax tree)."""
+    return {
+        k: v for k, v in torch_model.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
+
+
+def convert_torch(name: str, state_dict, size: int, **options):
+    """(model, variables): `name` built with `options`, its variables converted from a PyTorch
+    state dict on a template of `size` px."""
+    from jaxcnn.weights import convert
+
+    model = jaxcnn.create_model(name, **options)
+    return model, convert.from_torch(name, state_dict, template(model, size))
