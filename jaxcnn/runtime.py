@@ -1,6 +1,6 @@
 """Process-level set-up for the command-line programs (never imported by library code).
 
-XLA's CPU flags change training speed on CPU by 2-3x (see shared/STACK.md and benchmarks/RESULTS.md):
+XLA's CPU flags change training speed on CPU by 2-3x (benchmarks/RESULTS.md has the measurements):
 this jaxlib routes convolutions to YNNPACK by default, which is slower here than XLA's own kernels.
 """
 

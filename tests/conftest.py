@@ -4,13 +4,28 @@ trained run that the analysis and command-line tests share.
 The folders (models/, layers/, weights/, training/, analysis/, cli/) have no `__init__.py`: test
 file names are unique across them. Shared helpers live in tests/helpers.py and
 tests/jaxpr_tools.py (this directory is on `sys.path`, so `import helpers` works everywhere).
+
+One XLA compilation cache serves the whole test session: the process that starts the session makes
+a fresh directory and points JAX_COMPILATION_CACHE_DIR at it before JAX is imported; the xdist
+workers and the subprocesses the tests start inherit it. Many tests compile the same small
+programs (ResNet-8 on digits, above all), and XLA's compile time is most of their time on two
+cores. The cache holds only this session's compilations (it starts empty and is removed at the
+end), so every program is still compiled from this checkout's code at least once.
 """
 
 import contextlib
+import os
+import shutil
+import tempfile
 
 import pytest
 
-from jaxcnn import runtime
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxcnn-tests-xla-cache-")
+    os.environ["JAXCNN_TESTS_OWN_XLA_CACHE"] = str(os.getpid())
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+from jaxcnn import runtime  # noqa: E402 (after the cache settings: importing jaxcnn imports JAX)
 
 # PyTorch (the `torch` test extra) must be imported before TensorFlow: importing torch (its triton)
 # into a process where TensorFlow is loaded has crashed it with a segfault. The data pipeline loads
@@ -20,6 +35,12 @@ with contextlib.suppress(ImportError):
     import torchvision  # noqa: F401
 
 runtime.configure_xla_cpu()
+
+
+def pytest_unconfigure(config):
+    """The process that made the session's compilation cache removes it."""
+    if os.environ.get("JAXCNN_TESTS_OWN_XLA_CACHE") == str(os.getpid()):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,10 @@ source: Flax records each submodule's path in the name stack of the operations i
 convolution traced inside `stage1_block1/conv1/conv` is that layer's row. Tracing needs no compute,
 so the table of a 100-layer network at 224 px takes seconds on a laptop.
 
-Conventions (as ../shared/reference counts them): MACs are the multiply-accumulates of convolutions
-and fully connected layers only, for one image; activations are the elements of each layer's output
-for one image (ReLUs and other element-wise ops are not rows: they are usually applied in place or
-fused); parameters are those of the layer's module.
+Conventions (those of the reference figures in `jaxcnn.reference`): MACs are the
+multiply-accumulates of convolutions and fully connected layers only, for one image; activations
+are the elements of each layer's output for one image (ReLUs and other element-wise ops are not
+rows: they are usually applied in place or fused); parameters are those of the layer's module.
 """
 
 import dataclasses

@@ -10,7 +10,7 @@ import jaxcnn
 from jaxcnn.analysis import cost, xla_cost
 
 # AlexNet 2012 (two-GPU grouping), layer by layer: (output C, H, W), params, MACs. Hand counts, as
-# in ../shared/reference/lecture_checks.json `alexnet_layers_groups2`; the lecture's CONV1 row is
+# in jaxcnn/reference/lecture_checks.json `alexnet_layers_groups2`; the lecture's CONV1 row is
 # 55x55x96 with 34,944 parameters.
 ALEXNET_2012 = [
     ("conv", (96, 55, 55), 34_944, 105_415_200),

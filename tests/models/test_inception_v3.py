@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 import jaxcnn
+from jaxcnn import reference
 
-# Rows inception_v3_tv_aux and inception_v3 of ../shared/reference/reference_numbers.json
+# Rows inception_v3_tv_aux and inception_v3 of jaxcnn/reference/reference_numbers.json
 # (torchvision.models.inception_v3(aux_logits=True); timm inception_v3 == aux_logits=False).
-REFERENCE_PARAMS = {True: 27161264, False: 23834568}
+# Rows of jaxcnn/reference/reference_numbers.json: with and without the auxiliary head.
+REFERENCE_ROWS = {True: "inception_v3_tv_aux", False: "inception_v3"}
 SMALLEST = 75
 
 
@@ -45,10 +47,10 @@ def _count(tree) -> int:
 def test_parameter_counts(aux):
     model = jaxcnn.create_model("inception_v3", aux_logits=aux)
     variables, _ = _shapes(model, SMALLEST)
-    assert _count(variables["params"]) == REFERENCE_PARAMS[aux]
+    assert _count(variables["params"]) == reference.row(REFERENCE_ROWS[aux])["params"]
     assert ("AuxLogits" in variables["params"]) == aux
     info = jaxcnn.get_model_info("inception_v3")
-    assert info.params == REFERENCE_PARAMS[True]
+    assert info.params == reference.row(REFERENCE_ROWS[True])["params"]
     assert (info.resolution, info.min_image_size) == (299, SMALLEST)
 
 

@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 import jaxcnn
+from jaxcnn import reference
 
-# Reference rows `inception_v4` and `inception_resnet_v2` of ../shared/reference/reference_numbers.json
-# (timm builds, 1000 classes; MACs at 299 px, conv and linear layers only).
-REFERENCE = {
-    "inception_v4": (42_679_816, 12_253_974_624),
-    "inception_resnet_v2": (55_843_464, 13_155_794_016),
-}
-NAMES = list(REFERENCE)
+NAMES = ["inception_v4", "inception_resnet_v2"]  # their rows in jaxcnn/reference (timm builds)
 SMALLEST = 75  # timm fails at 74 px too
 
 
@@ -53,7 +48,8 @@ def test_parameters_and_taps(name):
     feats, variables = _trace(name, 299)
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
     info = jaxcnn.get_model_info(name)
-    assert params == REFERENCE[name][0] == info.params and info.macs == REFERENCE[name][1]
+    assert params == info.params == reference.row(name)["params"]
+    assert info.macs == reference.row(name)["macs"]
     assert set(feats) == {*TAPS[name], "pre_logits", "logits"}
     for tap, (side, channels) in TAPS[name].items():
         assert feats[tap].shape == (1, side, side, channels), tap

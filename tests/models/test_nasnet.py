@@ -12,13 +12,6 @@ import pytest
 
 import jaxcnn
 
-# reference_numbers.json rows nasnet_a_large (timm nasnetalarge), nasnet_a_mobile (pytorchcv
-# nasnet_4a1056; Cadene nasnetamobile agrees) and pnasnet5_large (timm pnasnet5large).
-REFERENCE_PARAMS = {
-    "nasnet_a_large": 88_753_150,
-    "nasnet_a_mobile": 5_289_978,
-    "pnasnet5large": 86_057_668,
-}
 # The smallest NASNet-A: one normal cell per stage, 8 filters (2 and 4 in the stem cells).
 TINY = {"cells_per_stage": 1, "penultimate_filters": 24 * 8, "stem_filters": 16}
 
@@ -36,12 +29,10 @@ def _count(tree) -> int:
 # ---------------------------------------------------------------- counts and names
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
-def test_parameter_count_and_registry(name):
-    info = jaxcnn.get_model_info(name)
-    assert info.params == REFERENCE_PARAMS[name]
+@pytest.mark.parametrize("name", ["nasnet_a_large", "nasnet_a_mobile", "pnasnet5large"])
+def test_registry_resolutions(name):
+    info = jaxcnn.get_model_info(name)  # the counts: the contract test, against the reference
     assert (info.resolution, info.min_image_size) == (224 if "mobile" in name else 331, 32)
-    assert _count(_template(jaxcnn.create_model(name))) == REFERENCE_PARAMS[name]
 
 
 def test_aliases():

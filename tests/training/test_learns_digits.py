@@ -39,12 +39,13 @@ ROWS = [
         0.8,
         id="inception_v3",
     ),
-    # Inception-ResNet-v2, one block per stage type, a quarter of the width.
+    # Inception-ResNet-v2, one block per stage type, a quarter of the width: 0.869 after 1 epoch
+    # (its own 1-epoch schedule; was 2 epochs, 0.972).
     pytest.param(
         "inception_resnet_v2",
         {"depths": (1, 1, 1), "width_mult": 0.25},
         75,
-        2,
+        1,
         0.5,
         id="inception_resnet_v2",
     ),
@@ -83,12 +84,13 @@ ROWS = [
         0.5,
         id="efficientnet",
     ),
-    # NASNet-A with one normal cell a stage and 8 filters (0.91 after 2 epochs, 0.95 after 3).
+    # NASNet-A with one normal cell a stage and 8 filters: 0.750 after 1 epoch (its own 1-epoch
+    # schedule; 0.91 after 2 epochs, 0.95 after 3).
     pytest.param(
         "nasnet_a_mobile",
         {"cells_per_stage": 1, "penultimate_filters": 24 * 8, "stem_filters": 16},
         32,
-        2,
+        1,
         0.5,
         id="nasnet",
     ),
