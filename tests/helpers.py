@@ -67,6 +67,26 @@ def template(model, size: int = 32, channels: int = 3, batch: int = 1):
     )
 
 
+def traced(model, size, channels=3, train=False, method=None):
+    """(variables, output) of `model` on a (2, size, size, channels) batch, by shape only (no
+    compilation); in train mode the output without the BatchNorm updates."""
+    x = jnp.zeros((2, size, size, channels))
+
+    def run():
+        variables = model.init(jax.random.key(0), x, train=False)
+        out = model.apply(
+            variables,
+            x,
+            train=train,
+            method=method,
+            mutable=["batch_stats"] if train else False,
+            rngs={"dropout": jax.random.key(1)},
+        )
+        return variables, out[0] if train else out
+
+    return jax.eval_shape(run)
+
+
 def count_params(variables) -> int:
     """Number of parameters of a variables tree (its `params` collection)."""
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))

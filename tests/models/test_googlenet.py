@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import traced
 
 import jaxcnn
 from jaxcnn import reference
@@ -30,25 +31,6 @@ REFERENCE_ROWS = {  # the rows of jaxcnn/reference/reference_numbers.json
 SMALLEST = {"googlenet": 31, "googlenet_tv": 15}
 
 
-def _shapes(model, size, channels=3, train=False, method=None):
-    """Variables and outputs by shape only (no compilation)."""
-    x = jnp.zeros((2, size, size, channels))
-
-    def run():
-        variables = model.init(jax.random.key(0), x, train=False)
-        out = model.apply(
-            variables,
-            x,
-            train=train,
-            method=method,
-            mutable=["batch_stats"] if train else False,
-            rngs={"dropout": jax.random.key(1)},
-        )
-        return variables, out[0] if train else out
-
-    return jax.eval_shape(run)
-
-
 def _count(tree) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
@@ -56,7 +38,7 @@ def _count(tree) -> int:
 @pytest.mark.parametrize("name, aux", list(REFERENCE_ROWS))
 def test_parameter_counts(name, aux):
     model = jaxcnn.create_model(name, aux_logits=aux)
-    variables, _ = _shapes(model, SMALLEST[name])
+    variables, _ = traced(model, SMALLEST[name])
     assert _count(variables["params"]) == reference.row(REFERENCE_ROWS[(name, aux)])["params"]
     assert ("aux1" in variables["params"]) == aux
     info = jaxcnn.get_model_info(name)
@@ -89,18 +71,18 @@ def test_inception_module_of_the_lecture():
 def test_smallest_input_taps_and_any_channel_count(name):
     size = SMALLEST[name]
     model = jaxcnn.create_model(name, num_classes=7)
-    _, taps = _shapes(model, size, channels=1, method=model.features)
+    _, taps = traced(model, size, channels=1, method=model.features)
     assert taps["logits"].shape == taps["aux1"].shape == taps["aux2"].shape == (2, 7)
     assert taps["pre_logits"].shape == (2, 1024)
     assert taps["stem"].shape[-1] == 192 and taps["inception5"].shape[1:] == (1, 1, 1024)
-    _, taps = _shapes(model, 224, channels=5, method=model.features)
+    _, taps = traced(model, 224, channels=5, method=model.features)
     assert taps["stem"].shape == (2, 28, 28, 192)
     assert taps["inception3"].shape == (2, 28, 28, 480)
     assert taps["inception4"].shape == (2, 14, 14, 832)
     assert taps["inception5"].shape == (2, 7, 7, 1024)
     for train in (False, True):
         with pytest.raises(ValueError, match="too small"):
-            _shapes(model, size - 1, train=train)
+            traced(model, size - 1, train=train)
 
 
 def test_aux_contract():
@@ -108,13 +90,13 @@ def test_aux_contract():
     aux_logits=False: no heads, logits in both modes."""
     model = jaxcnn.create_model("googlenet", num_classes=10, width_mult=0.125)
     assert model.variant.aux_weight == 0.3
-    variables, (logits, aux) = _shapes(model, 32, train=True)
+    variables, (logits, aux) = traced(model, 32, train=True)
     assert {"aux1", "aux2"} <= set(variables["params"])
     assert logits.shape == (2, 10) and [a.shape for a in aux] == [(2, 10), (2, 10)]
-    _, logits = _shapes(model, 32, train=False)
+    _, logits = traced(model, 32, train=False)
     assert logits.shape == (2, 10)
     plain = jaxcnn.create_model("googlenet", num_classes=10, width_mult=0.125, aux_logits=False)
-    variables, logits = _shapes(plain, 32, train=True)
+    variables, logits = traced(plain, 32, train=True)
     assert logits.shape == (2, 10) and not {"aux1", "aux2"} & set(variables["params"])
 
 

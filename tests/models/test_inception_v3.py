@@ -6,9 +6,9 @@ tests/training/test_learns_digits.py.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import traced
 
 import jaxcnn
 from jaxcnn import reference
@@ -20,25 +20,6 @@ REFERENCE_ROWS = {True: "inception_v3_tv_aux", False: "inception_v3"}
 SMALLEST = 75
 
 
-def _shapes(model, size, channels=3, train=False, method=None):
-    """Variables and outputs by shape only (no compilation)."""
-    x = jnp.zeros((2, size, size, channels))
-
-    def run():
-        variables = model.init(jax.random.key(0), x, train=False)
-        out = model.apply(
-            variables,
-            x,
-            train=train,
-            method=method,
-            mutable=["batch_stats"] if train else False,
-            rngs={"dropout": jax.random.key(1)},
-        )
-        return variables, out[0] if train else out
-
-    return jax.eval_shape(run)
-
-
 def _count(tree) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
@@ -46,7 +27,7 @@ def _count(tree) -> int:
 @pytest.mark.parametrize("aux", [True, False])
 def test_parameter_counts(aux):
     model = jaxcnn.create_model("inception_v3", aux_logits=aux)
-    variables, _ = _shapes(model, SMALLEST)
+    variables, _ = traced(model, SMALLEST)
     assert _count(variables["params"]) == reference.row(REFERENCE_ROWS[aux])["params"]
     assert ("AuxLogits" in variables["params"]) == aux
     info = jaxcnn.get_model_info("inception_v3")
@@ -56,7 +37,7 @@ def test_parameter_counts(aux):
 
 def test_taps_smallest_input_and_any_channel_count():
     model = jaxcnn.create_model("inception_v3", num_classes=7)
-    _, taps = _shapes(model, 299, channels=1, method=model.features)
+    _, taps = traced(model, 299, channels=1, method=model.features)
     assert taps["stem"].shape == (2, 35, 35, 192)
     assert taps["mixed5"].shape == (2, 35, 35, 288)
     assert taps["mixed6"].shape == (2, 17, 17, 768)
@@ -66,19 +47,19 @@ def test_taps_smallest_input_and_any_channel_count():
     # 75 px: the 8x8 grid is 1x1, and the auxiliary head (which torchvision can only run from a
     # 17x17 map, i.e. 299 px) runs on a 3x3 map in both modes.
     for train in (False, True):
-        _, out = _shapes(model, SMALLEST, channels=4, train=train)
+        _, out = traced(model, SMALLEST, channels=4, train=train)
         logits, aux = out if train else (out, ())
         assert logits.shape == (2, 7) and [a.shape for a in aux] == ([(2, 7)] if train else [])
         with pytest.raises(ValueError, match="at least 75x75"):
-            _shapes(model, SMALLEST - 1, train=train)
+            traced(model, SMALLEST - 1, train=train)
 
 
 def test_aux_contract():
     model = jaxcnn.create_model("inception_v3", num_classes=10, width_mult=0.125)
     assert model.variant.aux_weight == 0.4
-    variables, (logits, aux) = _shapes(model, SMALLEST, train=True)
+    variables, (logits, aux) = traced(model, SMALLEST, train=True)
     assert "AuxLogits" in variables["params"]
     assert logits.shape == (2, 10) and len(aux) == 1 and aux[0].shape == (2, 10)
     plain = jaxcnn.create_model("inception_v3", num_classes=10, width_mult=0.125, aux_logits=False)
-    variables, logits = _shapes(plain, SMALLEST, train=True)
+    variables, logits = traced(plain, SMALLEST, train=True)
     assert logits.shape == (2, 10) and "AuxLogits" not in variables["params"]
