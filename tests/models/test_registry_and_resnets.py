@@ -117,10 +117,11 @@ def test_forward_gradients_and_modes():
     and uses the running statistics, train mode updates them."""
     model = jaxcnn.create_model("resnet8")
     x = jax.random.normal(jax.random.key(1), (4, 16, 16, 2))
-    variables = model.init(jax.random.key(0), x, train=False)
-    logits = model.apply(variables, x, train=False)
+    variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
+    evaluate = jax.jit(lambda v: model.apply(v, x, train=False))
+    logits = evaluate(variables)
     assert logits.shape == (4, 10) and bool(jnp.isfinite(logits).all())
-    np.testing.assert_array_equal(logits, model.apply(variables, x, train=False))
+    np.testing.assert_array_equal(logits, evaluate(variables))
 
     def loss(params):
         out, upd = model.apply(
@@ -128,7 +129,7 @@ def test_forward_gradients_and_modes():
         )
         return jnp.mean(out**2), upd
 
-    grads, updates = jax.grad(loss, has_aux=True)(variables["params"])
+    grads, updates = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert float(jnp.abs(g).max()) > 0, f"no gradient reaches {jax.tree_util.keystr(path)}"
     old = variables["batch_stats"]["stem"]["bn"]["mean"]
@@ -136,9 +137,7 @@ def test_forward_gradients_and_modes():
     assert not np.allclose(old, new)  # train mode moved the running mean
     # Eval mode must read the running statistics: changing them changes the output.
     shifted = jax.tree.map(lambda a: a + 1.0, variables["batch_stats"])
-    assert not np.allclose(
-        logits, model.apply({**variables, "batch_stats": shifted}, x, train=False)
-    )
+    assert not np.allclose(logits, evaluate({**variables, "batch_stats": shifted}))
 
 
 @pytest.mark.parametrize(
@@ -182,10 +181,11 @@ def test_small_forward_gradients_and_dropout(name, size):
     narrow = {} if name == "lenet5" else {"fc": (64, 64)}
     model = jaxcnn.create_model(name, num_classes=5, **narrow)
     x = jax.random.normal(jax.random.key(1), (2, size, size, 2))
-    variables = model.init(jax.random.key(0), x, train=False)
-    out = model.apply(variables, x, train=False)
+    variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
+    evaluate = jax.jit(lambda v: model.apply(v, x, train=False))
+    out = evaluate(variables)
     assert out.shape == (2, 5) and bool(jnp.isfinite(out).all())
-    np.testing.assert_array_equal(out, model.apply(variables, x, train=False))
+    np.testing.assert_array_equal(out, evaluate(variables))
 
     def loss(params, key):
         y, _ = model.apply(
@@ -197,10 +197,11 @@ def test_small_forward_gradients_and_dropout(name, size):
         )
         return jnp.sum(y**2), y
 
-    grads, y1 = jax.grad(loss, has_aux=True)(variables["params"], jax.random.key(2))
+    grad = jax.jit(jax.grad(loss, has_aux=True))
+    grads, y1 = grad(variables["params"], jax.random.key(2))
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert float(jnp.abs(g).max()) > 0, f"no gradient reaches {jax.tree_util.keystr(path)}"
-    _, y2 = loss(variables["params"], jax.random.key(3))
+    _, y2 = grad(variables["params"], jax.random.key(3))
     if name in ("alexnet_2012", "zfnet", "vgg11_bn", "mobilenet_v2"):  # the ones with dropout
         assert not np.allclose(y1, y2)
 
