@@ -32,7 +32,7 @@ __all__ = [
     "TrainingError",
     "actions_at",
     "check_finite",
-    "compile_run",
+    "build_run",
     "evaluate",
     "resolve_image_size",
     "train_and_evaluate",
@@ -118,8 +118,9 @@ def check_finite(rows: list[dict[str, Any]], step: int) -> None:
         )
 
 
-def compile_run(plan: RunPlan, mesh: jax.sharding.Mesh, report: Reporter) -> tuple[Program, Any]:
-    """The network, optimizer and jitted steps of a planned run: (program, lr schedule)."""
+def build_run(plan: RunPlan, mesh: jax.sharding.Mesh, report: Reporter) -> tuple[Program, Any]:
+    """The network, optimizer and jitted (not yet compiled) steps of a planned run: (program, lr
+    schedule)."""
     cfg = plan.cfg
     model = create_model(
         cfg.arch,
@@ -289,7 +290,7 @@ def train_and_evaluate(
     for size in (cfg.batch_size, plan.eval_batch_size):
         sharding.check_batch_size(size, mesh)
     report = Reporter(enabled=jax.process_index() == 0)
-    program, schedule = compile_run(plan, mesh, report)
+    program, schedule = build_run(plan, mesh, report)
     # Read --init_from before anything is written, so that a bad source leaves no run directory.
     source = loading.load_init(cfg.init_from, plan.model_info.name) if cfg.init_from else None
     ckpt = plan.run.checkpointer(cfg.keep_checkpoints)
