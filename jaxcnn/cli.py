@@ -64,6 +64,7 @@ def guard(main: Main, argv: list[str], f: Flags, *, positional: bool = False) ->
     if len(argv) > 1 and not positional:
         return fail(f"unexpected arguments: {' '.join(argv[1:])}")
     runtime.configure_xla_cpu()  # before JAX starts its backends
+    runtime.configure_storage()
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save and restore at INFO

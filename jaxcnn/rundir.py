@@ -10,14 +10,20 @@ A run directory (``--workdir``) holds
     checkpoints/best/<step>/{state,meta}     the save with the best eval accuracy
 
 Every path is an ``etils.epath.Path`` (the type Orbax itself uses), never ``pathlib`` or ``os`` on a
-string, so that a run directory in a bucket can be handled like a local one. Every file a reader may
-open is written whole or not at all: `atomic_path` writes beside the target and renames it into
-place. Only process 0 of a multi-host job writes the shared files; every process takes part in the
-Orbax saves (Orbax coordinates them).
+string, so that a run directory in a bucket (``gs://bucket/runs/x``) is handled like a local one.
+Every file a reader may open is written whole or not at all: `atomic_path` writes beside the target
+and renames it into place on a local disk; in an object store, which has neither rename nor append,
+it writes a local temporary file and uploads it as one object (an upload is all-or-nothing).
+`metrics.jsonl` and the TensorBoard event files of a bucket run are likewise kept locally and
+uploaded whole at each checkpoint and at the end. Only process 0 of a multi-host job writes the
+shared files; every process takes part in the Orbax saves (Orbax coordinates them).
 """
 
 import contextlib
 import json
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -51,10 +57,15 @@ class RunDirError(ValueError):
     checkpoint); the message says which and what to do."""
 
 
+def is_url(path: PathLike) -> bool:
+    """Whether `path` names an object store (gs://, s3://, ...) rather than a local file."""
+    return "://" in str(path)
+
+
 def as_path(path: PathLike) -> epath.Path:
     """`path` as an `epath.Path`; local paths are made absolute (Orbax needs absolute paths)."""
     p = epath.Path(path)
-    return p if "://" in str(path) else epath.Path(p.expanduser().absolute())
+    return p if is_url(path) else epath.Path(p.expanduser().absolute())
 
 
 @contextlib.contextmanager
@@ -65,6 +76,14 @@ def atomic_path(path: PathLike) -> Iterator[epath.Path]:
     usual mode of a new file (the process umask), like any file the program writes.
     """
     path = as_path(path)
+    if is_url(path):
+        # An object store has no rename: write locally, then upload in one request, which either
+        # creates the whole object or nothing.
+        with tempfile.TemporaryDirectory(prefix="jaxcnn-upload-") as local:
+            tmp = epath.Path(local) / path.name
+            yield tmp
+            path.write_bytes(tmp.read_bytes())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
@@ -90,6 +109,11 @@ def write_json_atomic(path: PathLike, obj: Any) -> None:
 class MetricsLog:
     """Appends metrics rows to `metrics.jsonl` and to TensorBoard event files.
 
+    On a local disk each row is appended as it comes (so `tail -f` follows a run). In an object
+    store (no append), the rows and the event files are kept in this process and uploaded whole by
+    `flush`, which the trainer calls at every checkpoint: what a resume reads is then never behind
+    the checkpoint it resumes from (rows logged after it are dropped on resume anyway).
+
     Args:
         workdir: the run directory.
         enabled: False on every process but the first of a multi-host run (they write nothing).
@@ -99,15 +123,32 @@ class MetricsLog:
         self.workdir = as_path(workdir)
         self.path = self.workdir / METRICS
         self.enabled = enabled
+        self._remote = is_url(self.workdir)
+        self._rows: list[str] = []  # every row of the file, kept only for an object store
         self._tb = None
-        if enabled:
-            from tensorboardX import SummaryWriter  # only where metrics are kept
+        self._tb_local: str | None = None
+        if not enabled:
+            return
+        if self._remote:
+            if self.path.exists():
+                self._rows = [r for r in self.path.read_text().splitlines() if r.strip()]
+            # TensorBoard writes to a local staging folder; `flush` uploads its files whole.
+            self._tb_local = tempfile.mkdtemp(prefix="jaxcnn-tb-")
+        from tensorboardX import SummaryWriter  # only where metrics are kept
 
-            self._tb = SummaryWriter(str(self.workdir))
+        self._tb = SummaryWriter(self._tb_local or str(self.workdir))
 
     def truncate_after(self, step: int) -> None:
         """Drops rows logged after `step` (by an interrupted run, past its last checkpoint)."""
-        if not (self.enabled and self.path.exists()):
+        if not self.enabled:
+            return
+        if self._remote:
+            keep = [r for r in self._rows if json.loads(r)["step"] <= step]
+            if len(keep) != len(self._rows):
+                self._rows = keep
+                write_text_atomic(self.path, "".join(r + "\n" for r in keep))
+            return
+        if not self.path.exists():
             return
         rows = [r for r in self.path.read_text().splitlines() if r.strip()]
         keep = [r for r in rows if json.loads(r)["step"] <= step]
@@ -118,17 +159,40 @@ class MetricsLog:
         """Logs one row: `{"step", "split", **values}`."""
         if not self.enabled:
             return
-        row = {"step": int(step), "split": split, **{k: float(v) for k, v in values.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        row = json.dumps(
+            {"step": int(step), "split": split, **{k: float(v) for k, v in values.items()}}
+        )
+        if self._remote:
+            self._rows.append(row)
+        else:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(row + "\n")
         for k, v in values.items():
             self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
 
+    def flush(self) -> None:
+        """Makes everything logged so far durable (uploads it whole, in an object store)."""
+        if self._tb is None:
+            return
+        self._tb.flush()
+        if not self._remote:
+            return
+        write_text_atomic(self.path, "".join(r + "\n" for r in self._rows))
+        for name in sorted(os.listdir(self._tb_local)):
+            with atomic_path(self.workdir / name) as tmp:
+                shutil.copyfile(os.path.join(self._tb_local, name), tmp)
+
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
-            self._tb.close()
-            self._tb = None
+        """Flushes and closes the event writer (call it: an open writer's thread outlives the
+        program otherwise, and Python 3.12 refuses to start threads at interpreter exit)."""
+        if self._tb is None:
+            return
+        self.flush()
+        self._tb.close()
+        self._tb = None
+        if self._tb_local:
+            shutil.rmtree(self._tb_local, ignore_errors=True)
 
 
 def read_metrics(workdir: PathLike) -> list[dict[str, Any]]:

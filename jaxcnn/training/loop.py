@@ -20,7 +20,7 @@ from jaxcnn.models import create_model
 from jaxcnn.training import optim, sharding
 from jaxcnn.training.finetune import fine_tuning
 from jaxcnn.training.plan import DTYPES, RunPlan, plan_run, resolve_image_size, validate
-from jaxcnn.training.program import Program, build_program
+from jaxcnn.training.program import Program, build_program, flag_value
 from jaxcnn.training.report import Reporter
 from jaxcnn.training.steps import TrainState
 from jaxcnn.weights import loading
@@ -34,6 +34,7 @@ __all__ = [
     "check_finite",
     "build_run",
     "evaluate",
+    "prepare_dataset_once",
     "resolve_image_size",
     "train_and_evaluate",
     "validate",
@@ -234,6 +235,7 @@ class _Loop:
     def save(self, state: TrainState, progress: Progress, step: int, best: bool = False) -> None:
         meta = progress.meta(step, self.plan.epoch(step))
         self.ckpt.save(step, state.as_checkpoint(), meta, best=best)
+        self.log.flush()  # the metrics a resume from this step keeps are durable now
 
     def run(self, state: TrainState, progress: Progress, start: int, should_stop) -> tuple:
         """Steps from `start` to the end or an interruption: (state, step, last eval, interrupted)."""
@@ -251,12 +253,13 @@ class _Loop:
         )
         self.report.start(plan.total_steps, start, f"{plan.model_info.name} on {plan.dataset.name}")
         step, pending, last_eval, interrupted, t0 = start, [], None, False, time.perf_counter()
+        stop = _StopVote(self.program, should_stop)
         while step < plan.total_steps and not interrupted:
             state, metrics = self.program.train(state, self.program.shard(next(batches)))
             step += 1
             pending.append(metrics)
             self.report.advance()
-            interrupted = bool(should_stop and should_stop(step))
+            interrupted = stop.decide(step)
             act = actions_at(step, plan, interrupted)
             if act.log:
                 rows, pending = jax.device_get(pending), []
@@ -269,6 +272,42 @@ class _Loop:
             elif act.save:
                 self.save(state, progress, step)
         return state, step, last_eval, interrupted
+
+
+class _StopVote:
+    """Whether to stop after a step, decided the same way on every process.
+
+    A signal (SIGTERM from a spot notice or a maintenance event, SIGINT) may reach only some hosts
+    of a job. Each process therefore votes after every step through a tiny all-reduce on the
+    devices, and reads the vote of the step before, which has finished by then: every process
+    sees the same vote at the same step, so they all save that step and stop together, and no
+    host waits in a collective for a peer that has left. Reading one step late keeps the host from
+    waiting for the step it has just dispatched. A single process decides on its own flag at once.
+    """
+
+    def __init__(self, program: Program, should_stop: Callable[[int], bool] | None):
+        self.program, self.should_stop = program, should_stop
+        self.multi = jax.process_count() > 1
+        self.pending: jax.Array | None = None
+
+    def decide(self, step: int) -> bool:
+        local = bool(self.should_stop and self.should_stop(step))
+        if not self.multi:
+            return local
+        previous, self.pending = self.pending, self.program.any_process(local)
+        return previous is not None and flag_value(previous)
+
+
+def prepare_dataset_once(cfg: Any) -> None:
+    """Prepares `cfg.dataset` on process 0 while the other processes of a job wait for it, so that
+    N hosts never prepare one dataset at once (in a bucket there is no lock to take)."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        data.ensure_prepared(cfg.dataset, cfg.data_dir)
+    multihost_utils.sync_global_devices("jaxcnn: dataset prepared")
 
 
 def train_and_evaluate(

@@ -37,6 +37,14 @@ class Program:
     train: Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
     eval: Callable[[TrainState, dict[str, jax.Array]], dict[str, jax.Array]]
 
+    def any_process(self, flag: bool) -> jax.Array:
+        """Whether `flag` is set on any process: a replicated scalar, computed on the devices
+        without waiting (read it later with `flag_value`). Every process must call it at the same
+        point, as with any collective."""
+        local = len(self.mesh.local_devices)
+        rows = np.full((local,), flag, np.int32)
+        return _any(jax.make_array_from_process_local_data(sharding.batch_sharded(self.mesh), rows))
+
     def shard(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """This process's rows of a batch as global arrays sharded over the mesh."""
         return sharding.global_batch(local, self.mesh)
@@ -44,6 +52,16 @@ class Program:
     def replicate(self, tree: Any) -> Any:
         """A host pytree placed whole on every device of the mesh."""
         return sharding.replicate(tree, self.mesh)
+
+
+@jax.jit
+def _any(rows: jax.Array) -> jax.Array:
+    return rows.max() > 0
+
+
+def flag_value(flag: jax.Array) -> bool:
+    """The value of a replicated scalar from `Program.any_process` (this host's copy)."""
+    return bool(np.asarray(flag.addressable_data(0)))
 
 
 def build_program(

@@ -78,6 +78,34 @@ def test_train_batches_resume_mid_epoch_and_reshuffle(digits):
     assert not np.array_equal(other["image"], first[0]["image"])
 
 
+@pytest.mark.parametrize("processes", [2, 4])
+def test_global_batch_does_not_depend_on_the_process_count(digits, processes):
+    """Each process's rows, stacked in process order, are exactly the one-process batch of the same
+    step (pixels and labels, augmentation on), here and after resuming across an epoch boundary:
+    the data stream is a function of (seed, step) only."""
+    per_epoch = data.steps_per_epoch(digits, 64)  # 22
+    start = per_epoch - 2  # two steps of epoch 0, then epoch 1
+    one = data.train_batches(digits, global_batch=64, image_size=8, seed=5, start_step=start)
+    shares = [
+        data.train_batches(
+            digits,
+            global_batch=64,
+            image_size=8,
+            seed=5,
+            start_step=start,
+            process_index=p,
+            process_count=processes,
+        )
+        for p in range(processes)
+    ]
+    for _ in range(4):
+        want = next(one)
+        got = [next(s) for s in shares]
+        assert all(len(g["label"]) == 64 // processes for g in got)
+        for key in ("image", "label"):
+            np.testing.assert_array_equal(np.concatenate([g[key] for g in got]), want[key])
+
+
 def test_batch_larger_than_dataset_is_refused(digits):
     with pytest.raises(ValueError, match="larger than the digits train split"):
         data.steps_per_epoch(digits, 4096)
