@@ -22,6 +22,7 @@ shared files; every process takes part in the Orbax saves (Orbax coordinates the
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -63,7 +64,14 @@ def is_url(path: PathLike) -> bool:
 
 
 def as_path(path: PathLike) -> epath.Path:
-    """`path` as an `epath.Path`; local paths are made absolute (Orbax needs absolute paths)."""
+    """`path` as an `epath.Path`; local paths are made absolute (Orbax needs absolute paths).
+
+    Raises:
+        RunDirError: `path` looks like a URL that lost a slash (`gs:/bucket/x`), which would
+            otherwise become a local folder named `gs:`.
+    """
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/(?!/)", str(path)):
+        raise RunDirError(f"{path} is not a URL (a URL has two slashes: gs://bucket/...)")
     p = epath.Path(path)
     return p if is_url(path) else epath.Path(p.expanduser().absolute())
 

@@ -11,13 +11,13 @@ through `torch.load(weights_only=True)`, which refuses pickled code.
 """
 
 import re
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 from flax import traverse_util
 
+from jaxcnn import rundir
 from jaxcnn.models import get_model_info
 from jaxcnn.weights.torch_names import MODULE_RULES
 
@@ -74,20 +74,22 @@ def torch_name(arch: str, path: tuple[str, ...]) -> str:
     return f"{MODULE_RULES[info.family](info, tuple(module))}.{_LEAF[leaf]}"
 
 
-def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
+def load_state_dict(path: rundir.PathLike) -> dict[str, np.ndarray]:
     """Reads a PyTorch state dict as numpy arrays.
 
     Args:
-        path: `.safetensors` (read without PyTorch) or `.pth` / `.pt` / `.bin` (needs PyTorch; loaded
-            with `weights_only=True`). A checkpoint dict holding the weights under `state_dict` or
-            `model` is unwrapped.
+        path: a local file or a URL (gs://...): `.safetensors` (read without PyTorch) or
+            `.pth` / `.pt` / `.bin` (needs PyTorch; loaded with `weights_only=True`). A
+            checkpoint dict holding the weights under `state_dict` or `model` is unwrapped.
     """
-    path = Path(path)
+    path = rundir.as_path(path)
     if not path.exists():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load, load_file
 
+        if rundir.is_url(path):
+            return dict(load(path.read_bytes()))
         return dict(load_file(str(path)))
     if path.suffix in (".pth", ".pt", ".bin"):
         try:
@@ -97,7 +99,8 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                 f"reading {path.name} needs PyTorch (pip install 'jaxcnn[torch]'); "
                 "a .safetensors file needs no PyTorch"
             ) from e
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with path.open("rb") as f:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
         for key in ("state_dict", "model"):
             if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
                 obj = obj[key]

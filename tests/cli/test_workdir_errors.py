@@ -15,6 +15,16 @@ def test_train_workdir_naming_a_file(tmp_path, capsys):
     assert f.read_text() == "mine"
 
 
+def test_train_workdir_url_missing_a_slash(tmp_path, capsys, monkeypatch):
+    """`gs:/bucket/run` (one slash) is refused, not made into a local folder named `gs:`."""
+    monkeypatch.chdir(tmp_path)
+    status = cli.invoke(train, ["--workdir=gs:/bucket/run", "--dataset=digits", "--steps=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err == ["error: gs:/bucket/run is not a URL (a URL has two slashes: gs://bucket/...)"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_refuses_a_run_with_other_settings(tmp_path, capsys):
     (tmp_path / "config.json").write_text(
         json.dumps({"arch": "resnet20", "dataset": "digits", "batch_size": 32})

@@ -123,3 +123,17 @@ def test_init_from_and_the_run_readers_on_a_bucket_run(gcs, capsys):
         assert npz["features"].shape[0] == 360 and npz["labels"].shape == (360,)
     cfg = json.loads(rundir.as_path(f"{dst}/config.json").read_text())
     assert cfg["init_from"] == src
+
+
+def test_weights_file_in_a_bucket(gcs):
+    """A .safetensors file in a bucket reads as a local one does (what --init_from=gs://... uses)."""
+    from safetensors.numpy import save
+
+    from jaxcnn.weights import convert
+
+    arrays = {"conv1.weight": np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)}
+    rundir.as_path(f"gs://{BUCKET}/weights/w.safetensors").write_bytes(save(arrays))
+    got = convert.load_state_dict(f"gs://{BUCKET}/weights/w.safetensors")
+    np.testing.assert_array_equal(got["conv1.weight"], arrays["conv1.weight"])
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        convert.load_state_dict(f"gs://{BUCKET}/weights/missing.safetensors")
