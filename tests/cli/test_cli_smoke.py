@@ -51,3 +51,14 @@ def test_bench_runs():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "resnet8, batch 4, 16x16, float32, 1 timed steps" in out.stdout
     assert "img/s" in out.stdout and "peak host RSS" in out.stdout
+
+
+def test_prepare_runs_and_refuses_an_unknown_dataset():
+    out = run_module("prepare", "--dataset=digits")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "digits is prepared in TFDS's default data dir: 1437 train / 360 test" in out.stdout
+    out = run_module("prepare", "--dataset=no_such_dataset_xyz")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "error: Unknown dataset 'no_such_dataset_xyz'"
+    )
