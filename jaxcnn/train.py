@@ -64,8 +64,9 @@ def define_flags(fv: flags.FlagValues) -> cli.Flags:
         workdir=d.string(
             "workdir",
             None,
-            "Run directory: checkpoints, metrics.jsonl, TensorBoard events, config.json. "
-            "An existing one is resumed. Default: runs/<arch>-<dataset>.",
+            "Run directory, a local folder or a bucket (gs://bucket/runs/x): checkpoints, "
+            "metrics.jsonl, TensorBoard events, config.json. An existing one is resumed. "
+            "Default: runs/<arch>-<dataset>.",
         ),
         arch=d.string(
             "arch",
