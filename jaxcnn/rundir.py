@@ -137,14 +137,22 @@ class MetricsLog:
         self._tb_local: str | None = None
         if not enabled:
             return
-        if self._remote:
-            if self.path.exists():
-                self._rows = [r for r in self.path.read_text().splitlines() if r.strip()]
-            # TensorBoard writes to a local staging folder; `flush` uploads its files whole.
-            self._tb_local = tempfile.mkdtemp(prefix="jaxcnn-tb-")
-        from tensorboardX import SummaryWriter  # only where metrics are kept
+        if self._remote and self.path.exists():
+            self._rows = [r for r in self.path.read_text().splitlines() if r.strip()]
 
-        self._tb = SummaryWriter(self._tb_local or str(self.workdir))
+    def _writer(self):
+        """The TensorBoard writer, made at the first value. tensorboardX closes an unclosed
+        writer at exit, and that starts its queue's thread if it never got a value: Python 3.12
+        refuses ("can't create new thread at interpreter shutdown"). A writer that got a value
+        has that thread already, and a log that never writes one now has no writer at all."""
+        if self._tb is None:
+            from tensorboardX import SummaryWriter  # only where metrics are kept
+
+            if self._remote:
+                # TensorBoard writes to a local staging folder; `flush` uploads its files whole.
+                self._tb_local = tempfile.mkdtemp(prefix="jaxcnn-tb-")
+            self._tb = SummaryWriter(self._tb_local or str(self.workdir))
+        return self._tb
 
     def truncate_after(self, step: int) -> None:
         """Drops rows logged after `step` (by an interrupted run, past its last checkpoint)."""
@@ -177,11 +185,11 @@ class MetricsLog:
             with self.path.open("a") as f:
                 f.write(row + "\n")
         for k, v in values.items():
-            self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+            self._writer().add_scalar(f"{split}/{k}", float(v), int(step))
 
     def flush(self) -> None:
         """Makes everything logged so far durable (uploads it whole, in an object store)."""
-        if self._tb is None:
+        if self._tb is None:  # no row since the log was opened: nothing new to make durable
             return
         self._tb.flush()
         if not self._remote:

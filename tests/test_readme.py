@@ -16,8 +16,10 @@ def test_ci_runs_the_readme_test_command():
     assert tests.endswith("python -m pytest -q -n 2 --durations=15")  # one worker per core here
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci
-    # The lint gate runs after the tests, in the venv the test command made.
-    assert ci[ci.index(tests) + 1 :] == ["ruff check .", "ruff format --check ."]
+    # The lint gate runs after the tests, in the venv the test command made; then the smoke
+    # subset on Python 3.12 with the newest jax, in a venv of its own.
+    after = ["ruff check .", "ruff format --check .", "bash .ci/smoke-py312"]
+    assert ci[ci.index(tests) + 1 :] == after
 
 
 def test_resnet_paper_recipe():

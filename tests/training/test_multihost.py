@@ -97,9 +97,16 @@ def wait_for_checkpoint(workdir, step, procs, timeout=300):
 @pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_the_same_step_and_resumes_on_one(tmp_path):
     """A SIGTERM that reaches only process 1 of 2: both save the same step and exit 130 (no host
-    waits for a peer that has left); the run then resumes in a single process and ends equal to
-    an uninterrupted single-process run (up to the all-reduce's float32 addition order)."""
-    run, steps = tmp_path / "run", ["--steps=120", "--config.checkpoint_every_steps=20"]
+    waits for a peer that has left); the run then resumes in a single process on the data stream
+    of an uninterrupted single-process run: the same loss at every step, up to drift.
+
+    Not the same parameters: 2 processes differ from 1 by the all-reduce's float32 addition order
+    (1e-6), and a ReLU input that lies within that of zero turns it into a different step (on jax
+    0.12, one such element in step 49 takes the parameters from 1.5e-7 to 2.2e-5 apart, and 5%
+    by step 120). Measured on jax 0.12: per-step losses 1.0e-3 apart on average, 9e-3 at most;
+    consecutive batches' losses differ by 0.09 on average, so a batch out of place fails."""
+    run = tmp_path / "run"
+    steps = ["--steps=120", "--config.checkpoint_every_steps=20", "--config.log_every_steps=1"]
     procs = launch(2, run, *steps)
     wait_for_checkpoint(run, 20, procs)
     t0 = time.monotonic()
@@ -115,10 +122,11 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_and_resumes_on_one(t
     assert f"Resuming {run} from step {stopped}." in outs[0][0] + outs[0][1]
     codes, outs = finish(launch(1, tmp_path / "reference", *steps))
     assert codes == [0], outs[0][1][-3000:]
-    (step, got), (_, want) = final_params(run), final_params(tmp_path / "reference")
-    assert step == 120
-    for key in ("params", "batch_stats"):
-        assert max_diff(got[key], want[key]) < 1e-3, (key, max_diff(got[key], want[key]))
+    assert final_params(run)[0] == 120
+    got, want = losses(run), losses(tmp_path / "reference")
+    assert len(got) == len(want) == 120
+    gap = np.abs(got - want)
+    assert gap.mean() < 1e-2 and gap.max() < 5e-2, (gap.mean(), gap.max(), int(gap.argmax()) + 1)
 
 
 @pytest.mark.slow
