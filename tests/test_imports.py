@@ -13,7 +13,16 @@ import warnings
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxcnn"
-COMMANDS = {"train", "prepare", "features", "neighbors", "visualize", "summary", "bench", "__main__"}
+COMMANDS = {
+    "train",
+    "prepare",
+    "features",
+    "neighbors",
+    "visualize",
+    "summary",
+    "bench",
+    "__main__",
+}
 # Floors, lowest first: a module imports only from its own floor or lower ones.
 FLOORS = {
     "reference": 0,

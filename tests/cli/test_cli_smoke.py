@@ -59,6 +59,8 @@ def test_prepare_runs_and_refuses_an_unknown_dataset():
     assert "digits is prepared in TFDS's default data dir: 1437 train / 360 test" in out.stdout
     out = run_module("prepare", "--dataset=no_such_dataset_xyz")
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1].startswith(
-        "error: Unknown dataset 'no_such_dataset_xyz'"
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: Unknown dataset 'no_such_dataset_xyz'")
     )
