@@ -70,7 +70,8 @@ def as_path(path: PathLike) -> epath.Path:
         RunDirError: `path` looks like a URL that lost a slash (`gs:/bucket/x`), which would
             otherwise become a local folder named `gs:`.
     """
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/(?!/)", str(path)):
+    # A scheme of two letters or more: `C:/runs` (a Windows drive) stays a local path.
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/(?!/)", str(path)):
         raise RunDirError(f"{path} is not a URL (a URL has two slashes: gs://bucket/...)")
     p = epath.Path(path)
     return p if is_url(path) else epath.Path(p.expanduser().absolute())

@@ -89,3 +89,18 @@ def test_restore_variables_without_a_checkpoint(tmp_path):
     with pytest.raises(rundir.RunDirError, match="unknown checkpoint 'newest'"):
         rundir.RunDir(tmp_path).restore_variables("newest")
     assert list(tmp_path.iterdir()) == []  # asking created nothing
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [("gs:/b/run", True), ("s3:/b/run", True), ("gs://b/run", False), ("C:/runs", False)]
+    + [("runs/a:b", False)],
+)
+def test_as_path_refuses_a_url_that_lost_a_slash(path, refused):
+    """`gs:/b/run` would become a local folder named `gs:`; a drive letter or a colon in a
+    folder name is a local path."""
+    if refused:
+        with pytest.raises(rundir.RunDirError, match="not a URL"):
+            rundir.as_path(path)
+    else:
+        assert str(rundir.as_path(path)).endswith(path.split("://")[-1])
