@@ -193,6 +193,9 @@ class MetricsLog:
         if self._tb is None:  # no row since the log was opened: nothing new to make durable
             return
         self._tb.flush()
+        self._upload()
+
+    def _upload(self) -> None:
         if not self._remote:
             return
         write_text_atomic(self.path, "".join(r + "\n" for r in self._rows))
@@ -201,15 +204,18 @@ class MetricsLog:
                 shutil.copyfile(os.path.join(self._tb_local, name), tmp)
 
     def close(self) -> None:
-        """Flushes and closes the event writer (call it: an open writer's thread outlives the
-        program otherwise, and Python 3.12 refuses to start threads at interpreter exit)."""
+        """Closes the event writer, then uploads (in an object store): tensorboardX's `flush` does
+        not drain its queue, only `close` writes the last events. Call it: an open writer's
+        thread outlives the program otherwise."""
         if self._tb is None:
             return
-        self.flush()
-        self._tb.close()
-        self._tb = None
-        if self._tb_local:
-            shutil.rmtree(self._tb_local, ignore_errors=True)
+        try:
+            self._tb.close()
+            self._upload()
+        finally:
+            self._tb = None
+            if self._tb_local:
+                shutil.rmtree(self._tb_local, ignore_errors=True)
 
 
 def read_metrics(workdir: PathLike) -> list[dict[str, Any]]:

@@ -159,20 +159,24 @@ def main(argv: list[str], f: cli.Flags) -> int:
     from jaxcnn.training.plan import validate
 
     validate(cfg)  # before any device is touched
-    if f.distributed.value:
-        import jax
-
-        jax.distributed.initialize(
-            coordinator_address=f.coordinator_address.value,
-            num_processes=f.num_processes.value,
-            process_id=f.process_id.value,
-            heartbeat_timeout_seconds=f.heartbeat_timeout.value,
-        )
-        loop.prepare_dataset_once(cfg)
-    # SIGINT / SIGTERM ask the loop to save and stop; the previous handlers come back afterwards.
+    # SIGINT / SIGTERM ask the loop to save and stop (set before the job starts, so that a notice
+    # during start-up or data preparation is not lost); the previous handlers come back afterwards.
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if f.distributed.value:
+            import jax
+
+            jax.distributed.initialize(
+                coordinator_address=f.coordinator_address.value,
+                num_processes=f.num_processes.value,
+                process_id=f.process_id.value,
+                heartbeat_timeout_seconds=f.heartbeat_timeout.value,
+                # A process that fails alone (a bad dataset on process 0) then exits within the
+                # same bound instead of waiting 5 min for peers that will not come.
+                shutdown_timeout_seconds=f.heartbeat_timeout.value,
+            )
+            loop.prepare_dataset_once(cfg)
         result = loop.train_and_evaluate(cfg, workdir, should_stop=lambda _: stop.is_set())
     except loop.TrainingError as e:
         return cli.fail(str(e), status=1)

@@ -180,9 +180,11 @@ def restore_or_init(
     weights merged in (`--init_from`)."""
     state = program.init()
     start = ckpt.latest_step() or 0
+    # Rows past the checkpoint (all of them, when there is none) were logged by a run that stopped
+    # before saving again: this run logs those steps anew.
+    log.truncate_after(start)
     if start:
         tree, meta = ckpt.restore(state.as_checkpoint())
-        log.truncate_after(start)
         report.say(f"Resuming {plan.run} from step {start}.")
         return state.from_checkpoint(tree), Progress.from_meta(meta), start
     if source is not None:
@@ -300,14 +302,28 @@ class _StopVote:
 
 def prepare_dataset_once(cfg: Any) -> None:
     """Prepares `cfg.dataset` on process 0 while the other processes of a job wait for it, so that
-    N hosts never prepare one dataset at once (in a bucket there is no lock to take)."""
+    N hosts never prepare one dataset at once (in a bucket there is no lock to take).
+
+    Process 0 then tells the others whether it succeeded: when it could not, every process stops
+    with the same one-line error instead of waiting for a peer that has left.
+    """
     if jax.process_count() == 1:
         return
     from jax.experimental import multihost_utils
 
+    error = None
     if jax.process_index() == 0:
-        data.ensure_prepared(cfg.dataset, cfg.data_dir)
-    multihost_utils.sync_global_devices("jaxcnn: dataset prepared")
+        try:
+            data.ensure_prepared(cfg.dataset, cfg.data_dir)
+        except Exception as e:  # noqa: BLE001 - whatever it is, the others must hear of it
+            error = e
+    failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+    if error is not None:
+        raise error
+    if int(failed):
+        raise data.DatasetUnavailableError(
+            f"process 0 could not prepare {cfg.dataset!r} (its output says why)"
+        )
 
 
 def train_and_evaluate(

@@ -93,6 +93,24 @@ def test_bucket_run_survives_sigkill_and_resumes_bit_identical(gcs, tmp_path):
         steps = [r["step"] for r in rows if r["split"] == split]
         assert steps == sorted(set(steps)), f"{split} rows repeated or out of order: {steps}"
     assert [r["step"] for r in rows if r["split"] == "eval"] == [44, 88, 120]
+    # The TensorBoard files in the bucket hold the last values too (written when the writer
+    # closes, then uploaded).
+    tags = set()
+    for name in (n for n in names if "events.out.tfevents." in n):
+        local = tmp_path / name.rsplit("/", 1)[1]
+        local.write_bytes(rundir.as_path(f"gs://{BUCKET}/{name}").read_bytes())
+        tags |= {(v.tag, e.step) for e in _events(local) for v in e.summary.value}
+    assert ("eval/accuracy", 120) in tags and ("train/loss", 120) in tags
+
+
+def _events(path):
+    """The TensorBoard `Event` records of an event file (read with TensorFlow's own reader)."""
+    from tensorflow.core.util import event_pb2
+
+    from jaxcnn.data.tf import tf
+
+    for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+        yield event_pb2.Event.FromString(record)
 
 
 def jax_leaves(tree):

@@ -70,3 +70,17 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     trainer.train_and_evaluate(cfg, tmp_path)
     with pytest.raises(ValueError, match="arch: 'resnet8' -> 'resnet20'"):
         trainer.train_and_evaluate(digits_config(steps=3, arch="resnet20"), tmp_path)
+
+
+def test_rows_of_a_run_killed_before_its_first_checkpoint_are_dropped(tmp_path):
+    """A run killed before it saved anything leaves metrics rows behind; the rerun starts at step 0
+    and logs those steps anew, without duplicates."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "split": "train", "loss": 9.0}) + "\n" for s in (5, 10))
+    )
+    trainer.train_and_evaluate(digits_config(steps=10, log_every_steps=5), run)
+    rows = read_metrics(run)
+    assert [(r["step"], r["split"]) for r in rows] == [(5, "train"), (10, "train"), (10, "eval")]
+    assert all(r["loss"] != 9.0 for r in rows)
