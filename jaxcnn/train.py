@@ -162,7 +162,8 @@ def main(argv: list[str], f: cli.Flags) -> int:
     # SIGINT / SIGTERM ask the loop to save and stop (set before the job starts, so that a notice
     # during start-up or data preparation is not lost); the previous handlers come back afterwards.
     stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    ask_to_stop = lambda *_: stop.set()  # noqa: E731
+    previous = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if f.distributed.value:
             import jax
@@ -176,6 +177,9 @@ def main(argv: list[str], f: cli.Flags) -> int:
                 # same bound instead of waiting 5 min for peers that will not come.
                 shutdown_timeout_seconds=f.heartbeat_timeout.value,
             )
+            # jax.distributed installs a SIGTERM handler of its own (its preemption notifier, which
+            # logs "SIGTERM caught" and tells no one here): ours again, so that the stop vote hears.
+            signal.signal(signal.SIGTERM, ask_to_stop)
             loop.prepare_dataset_once(cfg)
         result = loop.train_and_evaluate(cfg, workdir, should_stop=lambda _: stop.is_set())
     except loop.TrainingError as e:
