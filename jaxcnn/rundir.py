@@ -4,6 +4,8 @@ A run directory (``--workdir``) holds
 
     config.json       the settings of the run (written once it starts; read to resume and by the
                       programs that use a trained run: features, neighbors, visualize)
+    dataset.json      a folder dataset's record: class names, the files of each split, channel
+                      statistics (jaxcnn.data.folder.FolderRecord; only for --dataset=folder:PATH)
     metrics.jsonl     one JSON object per line: ``step``, ``split`` (train / eval) and the metrics
     events.out.*      TensorBoard event files of the same metrics
     checkpoints/latest/<step>/{state,meta}   the last ``keep_checkpoints`` Orbax saves
@@ -36,6 +38,8 @@ from etils import epath
 PathLike = str | epath.PathLike
 
 CONFIG = "config.json"
+# A folder dataset's files, split, class names and statistics (jaxcnn.data.folder.FolderRecord).
+DATASET = "dataset.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 # The two checkpoint series of a run: the latest saves (to resume) and the best by eval accuracy.
@@ -377,6 +381,22 @@ class RunDir:
         if missing:
             raise RunDirError(f"{self.config_path} lacks {', '.join(missing)}")
         return cfg
+
+    def read_dataset(self) -> dict[str, Any] | None:
+        """The run's `dataset.json` (a folder dataset's record), None when it has none."""
+        path = self.path / DATASET
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise RunDirError(
+                f"{path} is not valid JSON ({e}); restore it or use a new --workdir"
+            ) from e
+
+    def write_dataset(self, record: dict[str, Any]) -> None:
+        """Writes `dataset.json` (whole or not at all)."""
+        write_json_atomic(self.path / DATASET, record)
 
     def write_config(self, cfg: dict[str, Any]) -> None:
         """Writes `config.json` (whole or not at all)."""

@@ -48,6 +48,7 @@ SHORTHANDS = (
     "init_from",
     "freeze",
     "backbone_lr_mult",
+    "val_fraction",
 )
 
 
@@ -76,8 +77,16 @@ def define_flags(fv: flags.FlagValues) -> cli.Flags:
         dataset=d.string(
             "dataset",
             None,
-            "TFDS dataset name (fashion_mnist, cifar10, imagenette, imagenet2012, ...) or "
-            "'digits' (scikit-learn's, bundled).",
+            "TFDS dataset name (fashion_mnist, cifar10, imagenette, imagenet2012, ...), "
+            "'digits' (scikit-learn's, bundled), or folder:PATH, a folder of your own images: "
+            "PATH/<class>/<image>, or PATH/train/<class>/... with PATH/val/<class>/... "
+            "(.jpg .jpeg .png .bmp .gif .webp .tif .tiff).",
+        ),
+        val_fraction=d.float(
+            "val_fraction",
+            None,
+            "folder:PATH without a val/ folder: the share of each class held out for validation "
+            "(stratified, fixed seed; default 0.2).",
         ),
         data_dir=d.string(
             "data_dir", None, "TFDS data dir (e.g. gs://bucket/tensorflow_datasets on a TPU VM)."
@@ -148,7 +157,11 @@ def main(argv: list[str], f: cli.Flags) -> int:
     for key in SHORTHANDS:
         if getattr(f, key).value is not None:
             cfg[key] = getattr(f, key).value
-    workdir = f.workdir.value or os.path.join("runs", f"{cfg.arch}-{cfg.dataset}")
+    # A folder dataset's run is named after the folder (a path cannot be part of a name).
+    name = cfg.dataset
+    if str(name).startswith("folder:"):
+        name = "folder-" + (os.path.basename(os.path.normpath(name[len("folder:") :])) or "data")
+    workdir = f.workdir.value or os.path.join("runs", f"{cfg.arch}-{name}")
     if cfg.init_from and not str(cfg.init_from).endswith(".safetensors"):
         # A .pth or torchvision:/timm: source is read with PyTorch, which must be imported before
         # TensorFlow (the trainer's data pipeline): the other order has crashed the process.

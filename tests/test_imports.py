@@ -16,6 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxcnn"
 COMMANDS = {
     "train",
     "prepare",
+    "predict",
     "features",
     "neighbors",
     "visualize",
@@ -36,6 +37,7 @@ FLOORS = {
     "weights": 3,
     "training": 4,
     "analysis": 5,
+    "serving": 5,
     "cli": 6,
 }
 # What model code may import besides itself: the numerical stack and the standard library.

@@ -92,7 +92,11 @@ def load_run(
         raise RunError(
             f"no {checkpoint} checkpoint in {run.path / rundir.CHECKPOINTS / checkpoint}"
         )
-    info = data.dataset_info(cfg["dataset"], data_dir or cfg.get("data_dir"))
+    saved = run.read_dataset()  # a folder dataset: its record, so that the folder is not needed
+    if saved is not None:
+        info = data.folder_info(data.folder.FolderRecord.from_json(saved))
+    else:
+        info = data.dataset_info(cfg["dataset"], data_dir or cfg.get("data_dir"))
     image_size = image_size_for(arch, cfg.get("image_size"), info)
     model = create_model(
         arch,

@@ -1,5 +1,7 @@
 """Input pipelines: TFDS / tf.data sources and batches (TensorFlow on the CPU only)."""
 
+from jaxcnn.data import folder, sources
+from jaxcnn.data.folder import FolderError
 from jaxcnn.data.pipeline import eval_batches, steps_per_epoch, train_batches
 from jaxcnn.data.sources import (
     OFFLINE,
@@ -7,6 +9,7 @@ from jaxcnn.data.sources import (
     DatasetUnavailableError,
     dataset_info,
     ensure_prepared,
+    folder_info,
     load_split,
     prepare_fashion_mnist_offline,
 )
@@ -15,11 +18,15 @@ __all__ = [
     "OFFLINE",
     "DatasetInfo",
     "DatasetUnavailableError",
+    "FolderError",
     "dataset_info",
     "ensure_prepared",
+    "folder",
+    "folder_info",
     "eval_batches",
     "load_split",
     "prepare_fashion_mnist_offline",
+    "sources",
     "steps_per_epoch",
     "train_batches",
 ]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jaxcnn.data.sources import DatasetInfo, decode_image, load_split
+from jaxcnn.data.sources import DatasetInfo, decode_example, load_split
 from jaxcnn.data.tf import tf
 
 # Images at most this side are "small" (MNIST, CIFAR): pad-and-crop augmentation. Larger or
@@ -76,20 +76,33 @@ def _train_preprocess(image, seed, info: DatasetInfo, image_size: int):
     return _normalize(image, info)
 
 
-def _eval_preprocess(image, info: DatasetInfo, image_size: int):
+def eval_resize(image, info: DatasetInfo, image_size: int) -> "tf.Tensor":
+    """The eval transform before normalisation: float32 (S, S, C) on the 0..255 scale.
+
+    Small fixed-size datasets: the image resized to S x S (when its size differs); others: the
+    shorter side resized to S / 0.875, then the central S x S crop.
+    """
     if _is_small(info):
         if info.fixed_size != image_size:
-            image = tf.image.resize(image, (image_size, image_size), antialias=True)
-        return _normalize(image, info)
-    # Resize the shorter side to image_size / 0.875, then take the central image_size crop.
+            return tf.image.resize(image, (image_size, image_size), antialias=True)
+        return tf.cast(image, tf.float32)
+    return resize_and_crop(image, image_size / 0.875, image_size)
+
+
+def resize_and_crop(image, resize_size: float, crop: int, method: str = "bilinear"):
+    """The shorter side resized to `resize_size` (antialiased), then the central `crop` x `crop`:
+    float32 (crop, crop, C) on the image's own scale."""
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = (image_size / 0.875) / tf.reduce_min(shape)
+    scale = resize_size / tf.reduce_min(shape)
     new = tf.cast(tf.round(shape * scale), tf.int32)
-    image = tf.image.resize(image, new, antialias=True)
-    top = (new[0] - image_size) // 2
-    left = (new[1] - image_size) // 2
-    image = image[top : top + image_size, left : left + image_size]
-    return _normalize(image, info)
+    image = tf.image.resize(image, new, method=method, antialias=True)
+    top = (new[0] - crop) // 2
+    left = (new[1] - crop) // 2
+    return image[top : top + crop, left : left + crop]
+
+
+def _eval_preprocess(image, info: DatasetInfo, image_size: int):
+    return _normalize(eval_resize(image, info, image_size), info)
 
 
 def steps_per_epoch(info: DatasetInfo, global_batch: int) -> int:
@@ -127,8 +140,7 @@ def train_batches(
         raise ValueError(f"batch size {global_batch} does not split over {process_count} processes")
     local_batch = global_batch // process_count
     per_epoch = steps_per_epoch(info, global_batch)
-    base = load_split(info.name, info.train_split, data_dir=data_dir, decode=False)
-    channels = info.image_shape[-1]
+    base = load_split(info, info.train_split, data_dir=data_dir, decode=False)
     epoch, skip = divmod(start_step, per_epoch)
     while True:
         # Each epoch: its own shuffle seed and augmentation seeds, so (epoch, step) fixes the batch.
@@ -143,7 +155,7 @@ def train_batches(
 
         def prep(index, ex, epoch=epoch):
             s = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + epoch, index])
-            image = decode_image(ex["image"], channels)
+            image = decode_example(ex, info)
             image = (
                 _train_preprocess(image, s, info, image_size)
                 if augment
@@ -181,7 +193,7 @@ def eval_batches(
     total = info.num_eval if split == info.eval_split else info.num_train
     num_batches = math.ceil(math.ceil(total / process_count) / local_batch)
     ds = load_split(
-        info.name,
+        info,
         split,
         data_dir=data_dir,
         process_index=process_index,

@@ -1,4 +1,5 @@
-"""Where examples come from: TFDS datasets by name, offline Fashion-MNIST, scikit-learn's digits.
+"""Where examples come from: TFDS datasets by name, offline Fashion-MNIST, scikit-learn's digits,
+and a folder of the user's images (`folder:PATH`, see `jaxcnn.data.folder`).
 
 Every source yields a `tf.data.Dataset` of `{"image": uint8 (H, W, C), "label": int64}` in a fixed
 order, already restricted to this process's share of the split.
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxcnn.data import folder
 from jaxcnn.data.tf import tf, tfds
 
 # Debian's `dataset-fashion-mnist` package puts the four IDX files here.
@@ -50,6 +52,8 @@ class DatasetInfo:
         num_train / num_eval: examples in each split (all processes together).
         mean / std: per-channel normalisation statistics on the 0..1 scale.
         class_names: label names, when the dataset has them.
+        record: the `jaxcnn.data.folder.FolderRecord` of a folder dataset (its files, split and
+            how its statistics were obtained); None for the other sources.
     """
 
     name: str
@@ -62,6 +66,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...] = ()
+    record: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def fixed_size(self) -> int | None:
@@ -234,8 +239,33 @@ def _prepare(name: str, data_dir: str | None, builder: Any, where: str) -> None:
         ) from e
 
 
+def folder_info(record: "folder.FolderRecord") -> DatasetInfo:
+    """The `DatasetInfo` of a folder dataset from its record (`jaxcnn.data.folder.inspect`)."""
+    h, w, c = record.image_shape
+    return DatasetInfo(
+        name=record.name,
+        num_classes=len(record.class_names),
+        image_shape=(h, w, c),
+        train_split="train",
+        eval_split="val",
+        num_train=len(record.train),
+        num_eval=len(record.val),
+        mean=tuple(record.mean),
+        std=tuple(record.std),
+        class_names=tuple(record.class_names),
+        record=record,
+    )
+
+
 def dataset_info(name: str, data_dir: str | None = None) -> DatasetInfo:
-    """Reads a dataset's metadata (preparing it first if needed)."""
+    """Reads a dataset's metadata (preparing it first if needed).
+
+    A folder (`folder:PATH`) is listed and every image opened once, with the defaults of
+    `jaxcnn.data.folder.inspect` (a 20% held-out share, statistics measured on the train split);
+    the trainer calls `inspect` itself with the run's settings.
+    """
+    if folder.is_folder(name):
+        return folder_info(folder.inspect(folder.list_folder(folder.root_of(name))))
     if name == "digits":
         mean, std = _stats("digits", 1)
         return DatasetInfo(
@@ -283,7 +313,7 @@ def _supervised_keys(info: Any) -> tuple[str, str]:
 
 
 def load_split(
-    name: str,
+    name: "str | DatasetInfo",
     split: str,
     *,
     data_dir: str | None = None,
@@ -295,16 +325,22 @@ def load_split(
     """This process's share of a split, in a fixed order, as `{"image", "label"}` examples.
 
     Args:
-        name: dataset name.
-        split: split name ("train", "test", "validation").
+        name: dataset name, or its `DatasetInfo` (needed for a folder dataset read with other
+            settings than `dataset_info`'s defaults).
+        split: split name ("train", "test", "validation"; "train" / "val" for a folder).
         data_dir: TFDS data dir (None: TFDS's default).
         process_index / process_count: which contiguous share of the split to read (the default
             reads the whole split).
         in_memory: load the share into memory (default: when the split is under 1 GiB).
-        decode: False leaves the images of a split read from disk encoded (JPEG / PNG bytes, to
-            be decoded with `decode_image` after the examples a process keeps are chosen); splits
-            held in memory are always decoded.
+        decode: False leaves the images of a split read from disk encoded (JPEG / PNG bytes, or
+            the file's path for a folder, under "path"; to be decoded with `decode_example` after
+            the examples a process keeps are chosen); splits held in memory are always decoded.
     """
+    info = name if isinstance(name, DatasetInfo) else None
+    name = info.name if info is not None else name
+    if folder.is_folder(name):
+        info = info if info is not None and info.record is not None else dataset_info(name)
+        return _folder_split(info, split, process_index, process_count, decode)
     if name == "digits":
         images, labels = _digits_arrays(split)
         ds = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels.astype(np.int64)})
@@ -326,6 +362,49 @@ def load_split(
         arrays = next(iter(tfds.as_numpy(ds.batch(1 << 30))))
         ds = tf.data.Dataset.from_tensor_slices(arrays)
     return ds
+
+
+def _folder_split(
+    info: DatasetInfo, split: str, process_index: int, process_count: int, decode: bool
+) -> "tf.data.Dataset":
+    record = info.record
+    if split not in ("train", "val"):
+        raise ValueError(f"a folder dataset has splits train and val, not {split!r}")
+    root = record.name[len(folder.PREFIX) :].rstrip("/")
+    files = record.train if split == "train" else record.val
+    labels = record.labels(split)
+    # Contiguous, near-equal shares (as tfds.even_splits makes them for the other sources).
+    bounds = np.linspace(0, len(files), process_count + 1).round().astype(int)
+    lo, hi = bounds[process_index], bounds[process_index + 1]
+    ds = tf.data.Dataset.from_tensor_slices(
+        {
+            "path": np.asarray([f"{root}/{f}" for f in files[lo:hi]], dtype=str),
+            "label": labels[lo:hi],
+        }
+    )
+    if decode:
+        ds = ds.map(lambda ex: {"image": _read(ex["path"], info), "label": ex["label"]})
+    return ds
+
+
+def _read(path: "tf.Tensor", info: DatasetInfo) -> "tf.Tensor":
+    """uint8 (H, W, C) pixels of one file of a folder dataset, decoded by Pillow."""
+    channels = info.image_shape[-1]
+
+    def read(p: bytes) -> np.ndarray:
+        return folder.read_image(p.decode(), channels)
+
+    image = tf.numpy_function(read, [path], tf.uint8, stateful=False)
+    h, w, _ = info.image_shape
+    return tf.ensure_shape(image, (h, w, channels))
+
+
+def decode_example(ex: dict, info: DatasetInfo) -> "tf.Tensor":
+    """The uint8 (H, W, C) image of an example of `load_split(decode=False)`: decoded from its
+    bytes or read from its file (a folder dataset's "path"); decoded images pass through."""
+    if "path" in ex:
+        return _read(ex["path"], info)
+    return decode_image(ex["image"], info.image_shape[-1])
 
 
 def decode_image(image: "tf.Tensor", channels: int) -> "tf.Tensor":

@@ -107,6 +107,19 @@ def actions_at(step: int, plan: RunPlan, interrupted: bool = False) -> StepActio
     return StepActions(log=log, eval=do_eval, save=save)
 
 
+def data_meta(plan: RunPlan) -> dict[str, Any]:
+    """What a checkpoint records of its data: dataset, class names, input size and statistics."""
+    info = plan.dataset
+    return {
+        "dataset": info.name,
+        "class_names": list(info.class_names),
+        "image_size": plan.image_size,
+        "channels": info.image_shape[-1],
+        "mean": list(info.mean),
+        "std": list(info.std),
+    }
+
+
 def check_finite(rows: list[dict[str, Any]], step: int) -> None:
     """TrainingError naming the first non-finite step of `rows`, the metrics of the steps up to
     `step`; the train step did not apply that update, and nothing after it is saved."""
@@ -235,7 +248,8 @@ class _Loop:
         return state, result
 
     def save(self, state: TrainState, progress: Progress, step: int, best: bool = False) -> None:
-        meta = progress.meta(step, self.plan.epoch(step))
+        # Every checkpoint names its classes and input statistics, so that it can be used alone.
+        meta = progress.meta(step, self.plan.epoch(step)) | {"data": data_meta(self.plan)}
         self.ckpt.save(step, state.as_checkpoint(), meta, best=best)
         self.log.flush()  # the metrics a resume from this step keeps are durable now
 
@@ -345,6 +359,9 @@ def train_and_evaluate(
     for size in (cfg.batch_size, plan.eval_batch_size):
         sharding.check_batch_size(size, mesh)
     report = Reporter(enabled=jax.process_index() == 0)
+    if plan.dataset.record is not None:
+        for line in plan.dataset.record.summary():
+            report.say(line)
     program, schedule = build_run(plan, mesh, report)
     # Read --init_from before anything is written, so that a bad source leaves no run directory.
     source = loading.load_init(cfg.init_from, plan.model_info.name) if cfg.init_from else None
@@ -354,6 +371,8 @@ def train_and_evaluate(
         state, progress, start = restore_or_init(plan, program, ckpt, log, source, report)
         if report.enabled:
             plan.run.write_config(plan.config_json)
+            if plan.dataset.record is not None:
+                plan.run.write_dataset(plan.dataset.record.to_json())
         loop = _Loop(plan, program, schedule, ckpt, log, report)
         state, step, last_eval, interrupted = loop.run(state, progress, start, should_stop)
         if not interrupted and last_eval is None:  # a finished run resumed, or no final eval step

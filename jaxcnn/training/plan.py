@@ -47,7 +47,9 @@ def validate(cfg: Any) -> None:
             raise ValueError(f"unknown {flag} {value!r}; valid: {', '.join(valid)}")
     if not cfg.backbone_lr_mult >= 0:
         raise ValueError(f"--backbone_lr_mult must be >= 0, got {cfg.backbone_lr_mult}")
-    if cfg.dataset not in data.OFFLINE:
+    if data.folder.is_folder(cfg.dataset):
+        data.folder.root_of(cfg.dataset)  # an empty path is refused here
+    elif cfg.dataset not in data.OFFLINE:
         from jaxcnn.data.tf import tfds  # TensorFlow only when a TFDS name must be checked
 
         # Without community datasets: listing those reads an index in a Google bucket, which
@@ -82,6 +84,71 @@ def image_size_for(arch: str, requested: int | None, info: data.DatasetInfo) -> 
 def resolve_image_size(cfg: Any, info: data.DatasetInfo) -> int:
     """`image_size_for(cfg.arch, cfg.image_size, info)`."""
     return image_size_for(cfg.arch, cfg.image_size, info)
+
+
+def _init_statistics(cfg: Any) -> tuple[int | None, tuple | None]:
+    """(channels, (mean, std, source)) a fine-tuned network expects of its inputs: a run's own,
+    published weights' (their zoo entry), ImageNet's for a PyTorch weights file; (None, None)
+    (decided by the images, measured on them) when training from scratch."""
+    spec = cfg.init_from
+    if not spec:
+        return None, None
+    from jaxcnn.weights import zoo
+
+    path = rundir.as_path(spec)
+    if path.is_dir():  # a jaxcnn run: its inputs
+        source = rundir.RunDir(path)
+        saved = source.read_dataset()
+        if saved is not None:
+            rec = data.folder.FolderRecord.from_json(saved)
+            return rec.channels, (rec.mean, rec.std, f"those of the --init_from run {path}")
+        other = data.dataset_info(source.read_config()["dataset"])
+        return other.image_shape[-1], (
+            other.mean,
+            other.std,
+            f"those of the --init_from run {path}",
+        )
+    if ":" in spec and not path.exists():
+        _, entry = zoo.zoo_entry(spec)
+        return 3, (tuple(entry["mean"]), tuple(entry["std"]), f"those of the {spec} weights")
+    mean, std = data.sources.IMAGENET_MEAN, data.sources.IMAGENET_STD
+    return 3, (mean, std, "ImageNet's, which PyTorch weights files expect")
+
+
+def folder_dataset(cfg: Any, run: rundir.RunDir) -> data.DatasetInfo:
+    """A folder dataset for this run: the run's own record when it resumes (the folder must still
+    hold the same files), else the folder listed and every image opened once
+    (`jaxcnn.data.folder.inspect`).
+
+    Raises:
+        jaxcnn.data.folder.FolderError: the folder cannot be a dataset (the message says why).
+        rundir.RunDirError: the folder changed since the run started.
+    """
+    folder = data.folder
+    listing = folder.list_folder(folder.root_of(cfg.dataset))
+    saved = run.read_dataset()
+    if saved is not None:
+        record = folder.FolderRecord.from_json(saved)
+        if record.fingerprint != listing.fingerprint:
+            raise rundir.RunDirError(
+                f"{listing.root} no longer holds the images the run in {run} started with (files "
+                "added, removed or changed); put them back or train in a new --workdir"
+            )
+        if record.val_fraction is not None and record.val_fraction != cfg.val_fraction:
+            raise rundir.RunDirError(
+                f"{run} held out --val_fraction={record.val_fraction}, not {cfg.val_fraction}; "
+                "resume with the same value or use a new --workdir"
+            )
+        return data.sources.folder_info(record)
+    channels, stats = _init_statistics(cfg)
+    record = folder.inspect(
+        listing,
+        val_fraction=cfg.val_fraction,
+        channels=channels,
+        stats=stats,
+        skip_bad_images=cfg.skip_bad_images,
+    )
+    return data.sources.folder_info(record)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +209,12 @@ def plan_run(cfg: Any, workdir: rundir.PathLike) -> RunPlan:
     validate(cfg)
     run = rundir.RunDir(workdir)
     run.check_not_a_file()
-    info = data.dataset_info(cfg.dataset, cfg.data_dir)
+    if data.folder.is_folder(cfg.dataset):
+        cfg.dataset = data.folder.canonical(cfg.dataset)  # recorded absolute: resumes from any cwd
+        run.check_resumable(json.loads(cfg.to_json_best_effort()))  # before the images are read
+        info = folder_dataset(cfg, run)
+    else:
+        info = data.dataset_info(cfg.dataset, cfg.data_dir)
     image_size = resolve_image_size(cfg, info)
     run.check_resumable(json.loads(cfg.to_json_best_effort()))
     per_epoch = data.steps_per_epoch(info, cfg.batch_size)
