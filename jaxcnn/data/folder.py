@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 import warnings
 from collections import Counter
 from typing import Any
@@ -122,8 +123,14 @@ def open_image(data: bytes, name: Any = "image"):
             im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
             raise BadImageError(name, "not an image file (Pillow cannot identify it)") from None
-        except Image.DecompressionBombError as e:
-            raise BadImageError(name, f"refused before decoding: {e}") from None
+        except Image.DecompressionBombError as e:  # over twice Pillow's limit: refused at open
+            found = re.search(r"\((\d+) pixels\)", str(e))
+            count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+            raise BadImageError(
+                name,
+                f"its header declares {count}, more than the {MAX_PIXELS:,} read (refused "
+                "before decoding)",
+            ) from None
         if im.format not in set(READ_FORMATS.values()):
             raise BadImageError(name, f"{im.format} images are not read ({formats_read()})")
         w, h = im.size
