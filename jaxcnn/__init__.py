@@ -1,6 +1,7 @@
 """jaxcnn: the classic convolutional networks as Flax linen modules.
 
-Public API: `create_model`, `list_models`, `get_model_info`, `load_pretrained`, `__version__`.
+Public API: `create_model`, `list_models`, `get_model_info`, `load_pretrained`, `Classifier`
+(a trained run or published weights as an image classifier), `__version__`.
 The libraries are the folders (`models`, `layers`, `data`, `training`, `weights`, `analysis`,
 `reference`); the commands are the top-level modules (`python -m jaxcnn` lists them).
 """
@@ -27,8 +28,19 @@ def load_pretrained(spec: str, **kw):
     return _load(spec, **kw)
 
 
+def __getattr__(name: str):
+    # Classifier is imported on first use: it brings TensorFlow's image ops and Orbax, which
+    # `import jaxcnn` for the models alone should not pay for.
+    if name == "Classifier":
+        from jaxcnn.serving.classifier import Classifier
+
+        return Classifier
+    raise AttributeError(f"module 'jaxcnn' has no attribute {name!r}")
+
+
 __all__ = [
     "ALIASES",
+    "Classifier",
     "ModelInfo",
     "UnknownModelError",
     "__version__",

@@ -89,15 +89,27 @@ def eval_resize(image, info: DatasetInfo, image_size: int) -> "tf.Tensor":
     return resize_and_crop(image, image_size / 0.875, image_size)
 
 
-def resize_and_crop(image, resize_size: float, crop: int, method: str = "bilinear"):
+def resize_and_crop(
+    image, resize_size: float, crop: int, method: str = "bilinear", *, torchvision: bool = False
+):
     """The shorter side resized to `resize_size` (antialiased), then the central `crop` x `crop`:
-    float32 (crop, crop, C) on the image's own scale."""
+    float32 (crop, crop, C) on the image's own scale.
+
+    `torchvision=True` sizes as torchvision's `Resize(int)` + `CenterCrop` do (the longer side
+    truncated, the crop offset rounded), which published weights were evaluated with; the trainer
+    rounds both (its own eval transform since jaxcnn 0.1)."""
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = resize_size / tf.reduce_min(shape)
-    new = tf.cast(tf.round(shape * scale), tf.int32)
+    new = tf.cast((tf.floor if torchvision else tf.round)(shape * scale), tf.int32)
+    if torchvision:  # the shorter side is exactly resize_size
+        new = tf.where(shape == tf.reduce_min(shape), tf.cast(resize_size, tf.int32), new)
     image = tf.image.resize(image, new, method=method, antialias=True)
-    top = (new[0] - crop) // 2
-    left = (new[1] - crop) // 2
+    if torchvision:
+        top = tf.cast(tf.round(tf.cast(new[0] - crop, tf.float32) / 2), tf.int32)
+        left = tf.cast(tf.round(tf.cast(new[1] - crop, tf.float32) / 2), tf.int32)
+    else:
+        top = (new[0] - crop) // 2
+        left = (new[1] - crop) // 2
     return image[top : top + crop, left : left + crop]
 
 

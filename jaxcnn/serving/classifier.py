@@ -88,6 +88,7 @@ class Preprocess:
             trainer evaluates them); a number resizes the shorter side to it and takes the
             central S x S crop (the trainer's S / 0.875; a zoo entry's `resize_size`).
         interpolation: "bilinear" or "bicubic" (antialiased, as PIL / torchvision resize).
+        torchvision_sizes: size the resize and the crop as torchvision does (published weights).
     """
 
     image_size: int
@@ -96,6 +97,7 @@ class Preprocess:
     std: tuple[float, ...]
     resize_size: float | None = None
     interpolation: str = "bilinear"
+    torchvision_sizes: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,7 +114,9 @@ class Preprocess:
             if tuple(image.shape[:2]) != (s, s):
                 x = tf.image.resize(x, (s, s), method=self.interpolation, antialias=True)
         else:
-            x = pipeline.resize_and_crop(x, self.resize_size, s, self.interpolation)
+            x = pipeline.resize_and_crop(
+                x, self.resize_size, s, self.interpolation, torchvision=self.torchvision_sizes
+            )
         return (tf.cast(x, tf.float32) / 255.0).numpy()
 
 
@@ -175,6 +179,7 @@ class Classifier:
             std=tuple(entry["std"]),
             resize_size=float(entry["resize_size"]),
             interpolation=entry.get("interpolation", "bilinear"),
+            torchvision_sizes=True,
         )
         return cls(model, variables, imagenet_class_names(), preprocess, entry.get("spec", spec))
 
