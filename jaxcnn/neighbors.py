@@ -6,6 +6,8 @@ images (one per row, left) beside the training images closest to them by L2 dist
 Writes the picture to `--output` (default `WORKDIR/neighbors_<tap>.png`, atomically) and prints the
 test accuracy of a k-NN classifier on these features (majority vote of the k nearest training
 images), a measure of how well the feature space separates the classes without the trained head.
+For a run on a folder of images (`--dataset=folder:PATH`) the queries and their neighbours are the
+user's own pictures, and their file names are printed beside the picture's rows.
 The library behind it is `jaxcnn.analysis.neighbors`.
 """
 
@@ -89,6 +91,11 @@ def main(argv: list[str], f: cli.Flags) -> int:
     output = f.output.value or str(rundir.as_path(f.workdir.value) / f"neighbors_{tap}.png")
     save_png(output, picture)
     print(f"wrote {output}: {len(queries)} test images and their {k} nearest training images")
+    if info.record is not None:  # a folder dataset: the user's own files, by name
+        rec = info.record
+        for i in queries:
+            near = ", ".join(rec.train[int(j)] for j in idx[i])
+            print(f"  {rec.val[int(i)]} -> {near}")
     print(
         f"k-NN accuracy (k={k}, L2 on {tap}, {train_x.shape[1]}-d) of {run.arch} at step "
         f"{run.step}: {acc:.4f} on the {len(test_x)} {info.name}/{info.eval_split} images "

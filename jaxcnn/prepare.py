@@ -5,6 +5,10 @@ dataset into `--data_dir`, a local folder or a bucket, and prints what it holds.
 a multi-host job (tpu_scripts/prepare_data.sh runs it on worker 0 of a TPU slice), so that the hosts
 of the job read a prepared dataset instead of racing to prepare it. `python -m jaxcnn.train
 --distributed` also prepares a missing dataset on process 0 alone while the others wait.
+
+`--dataset=folder:PATH` checks a folder of images instead (nothing is written): its layout, every
+image opened once, and prints what training from it would use (classes with counts, the split,
+conversions, skipped files, statistics).
 """
 
 from absl import flags
@@ -16,7 +20,9 @@ def define_flags(fv: flags.FlagValues) -> cli.Flags:
     d = cli.definers(fv)
     return cli.Flags(
         dataset=d.string(
-            "dataset", "fashion_mnist", "TFDS dataset name (or 'digits': nothing to do)."
+            "dataset",
+            "fashion_mnist",
+            "TFDS dataset name ('digits': nothing to do; folder:PATH: check a folder of images).",
         ),
         data_dir=d.string(
             "data_dir",
@@ -30,6 +36,10 @@ def main(argv: list[str], f: cli.Flags) -> int:
     del argv
     from jaxcnn import data
 
+    if data.folder.is_folder(f.dataset.value):
+        info = data.dataset_info(f.dataset.value)
+        print("\n".join(info.record.summary()))
+        return 0
     info = data.dataset_info(f.dataset.value, f.data_dir.value)  # prepares it when missing
     where = f.data_dir.value or "TFDS's default data dir"
     print(

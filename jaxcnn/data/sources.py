@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 from jaxcnn.data import folder
 from jaxcnn.data.tf import tf, tfds
@@ -371,6 +372,10 @@ def _folder_split(
     if split not in ("train", "val"):
         raise ValueError(f"a folder dataset has splits train and val, not {split!r}")
     root = record.name[len(folder.PREFIX) :].rstrip("/")
+    if not epath.Path(root).is_dir():
+        raise folder.FolderError(
+            f"the images of this run are no longer in {root}; put the folder back to read them"
+        )
     files = record.train if split == "train" else record.val
     labels = record.labels(split)
     # Contiguous, near-equal shares (as tfds.even_splits makes them for the other sources).

@@ -153,3 +153,22 @@ def test_imagenet_class_names():
         "tabby",
         "toilet tissue",
     )
+
+
+def test_neighbors_of_a_folder_run_name_the_users_files(folder_run, tmp_path, capsys):
+    import jaxcnn.neighbors as neighbors
+
+    workdir, root, _ = folder_run
+    out = tmp_path / "n.png"
+    args = [f"--workdir={workdir}", "--queries=2", "--k=3", f"--output={out}", "--batch_size=128"]
+    assert cli.invoke(neighbors, args) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines() if "->" in line]
+    assert len(lines) == 2
+    for line in lines:
+        query, near = line.split(" -> ")
+        assert query.startswith("val/") and (root / query).is_file()
+        files = near.split(", ")
+        assert len(files) == 3 and all(
+            f.startswith("train/") and (root / f).is_file() for f in files
+        )
+    assert Image.open(out).size[0] > 0
