@@ -172,3 +172,48 @@ def test_neighbors_of_a_folder_run_name_the_users_files(folder_run, tmp_path, ca
             f.startswith("train/") and (root / f).is_file() for f in files
         )
     assert Image.open(out).size[0] > 0
+
+
+@pytest.mark.slow
+def test_published_weights_through_the_cache(tmp_path, monkeypatch, capsys):
+    """`--weights=torchvision:resnet18` end to end, with torchvision's own (randomly initialised,
+    BatchNorm statistics randomised) ResNet-18 put in the weights cache as a converted entry:
+    the zoo's preprocessing and the ImageNet names are used, and the probabilities equal
+    PyTorch's on the same pixels."""
+    torch = pytest.importorskip("torch")
+    import orbax.checkpoint as ocp
+    import torchvision
+
+    import jaxcnn.predict as predict
+    from jaxcnn.weights import zoo
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18().eval()
+    helpers.randomize_bn(net)
+    _, variables = helpers.convert_torch("resnet18", helpers.torch_state_dict(net), 64)
+    monkeypatch.setenv("JAXCNN_CACHE", str(tmp_path / "cache"))
+    key, entry = zoo.zoo_entry("torchvision:resnet18")
+    converted = zoo.cache_dir() / "converted" / key.replace(":", "_")
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save((converted / "variables").absolute(), variables)
+    ckptr.wait_until_finished()
+    (converted / "meta.json").write_text(json.dumps(dict(entry, spec=key)))
+
+    clf = Classifier.from_weights("torchvision:resnet18")
+    assert clf.class_names == imagenet_class_names()
+    assert (clf.image_size, clf.preprocess.resize_size) == (
+        entry["input_size"],
+        entry["resize_size"],
+    )
+    photo = tmp_path / "china.jpg"
+    Image.fromarray(helpers.sample_photo(0)).save(photo, quality=95)
+    pixels = clf.preprocess(clf.load(photo))[None]
+    ours = clf.probabilities(pixels, batch_size=1)[0]
+    x = (pixels - np.asarray(entry["mean"], np.float32)) / np.asarray(entry["std"], np.float32)
+    with torch.no_grad():
+        theirs = torch.softmax(net(torch.from_numpy(x).permute(0, 3, 1, 2)), -1)[0].numpy()
+    np.testing.assert_allclose(ours, theirs, atol=2e-5)
+    assert cli.invoke(predict, ["--weights=torchvision:resnet18", "--top_k=3", str(photo)]) == 0
+    line = capsys.readouterr().out.strip()
+    best = imagenet_class_names()[int(np.argmax(theirs))]
+    assert line.startswith(f"{photo}\t{best} ")
