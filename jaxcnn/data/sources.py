@@ -195,7 +195,7 @@ def ensure_prepared(name: str, data_dir: str | None) -> None:
     Raises:
         DatasetUnavailableError: with a message saying how to obtain the data.
     """
-    if name == "digits":
+    if name == "digits" or folder.is_folder(name):  # nothing to prepare
         return
     builder = _builder(name, data_dir)
     if builder.is_prepared():
