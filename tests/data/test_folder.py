@@ -335,3 +335,15 @@ def test_jpeg_files_decode_to_the_original_pixels_within_compression_error(tmp_p
         errors.append(np.abs(ex["image"].astype(int) - originals[i].astype(int)).mean())
     # Measured 5.5 grey levels of 255 on average (JPEG at quality 75 on 8x8 pictures).
     assert 0 < np.mean(errors) < 10, np.mean(errors)  # lossy, but the same picture
+
+
+def test_a_format_not_read_is_named_with_the_formats_that_are(tmp_path):
+    root = _tree(
+        tmp_path / "d", {"a/1.png": _img(), "a/2.png": _img(), "b/1.png": _img(), "b/2.png": _img()}
+    )
+    _img().save(root / "b" / "3.png", format="PPM")  # a PPM file behind a .png name
+    with pytest.raises(folder.FolderError) as e:
+        folder.inspect(folder.list_folder(root), progress=False)
+    assert "b/3.png (PPM images are not read (formats read: .bmp .gif .jpeg .jpg .png" in str(
+        e.value
+    )
