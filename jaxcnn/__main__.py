@@ -5,7 +5,17 @@ import importlib.util
 import sys
 
 # The command modules, in the order a user meets them.
-COMMANDS = ("train", "prepare", "predict", "features", "neighbors", "visualize", "summary", "bench")
+COMMANDS = (
+    "train",
+    "prepare",
+    "predict",
+    "export",
+    "features",
+    "neighbors",
+    "visualize",
+    "summary",
+    "bench",
+)
 
 
 def summary_line(command: str) -> str:

@@ -79,6 +79,11 @@ def guard(main: Main, argv: list[str], f: Flags, *, positional: bool = False) ->
 def run(define: Define, main: Main, *, positional: bool = False) -> None:
     """The `__main__` of a command: absl parses the flags, `guard` runs `main`, the process exits."""
     f = define(flags.FLAGS)
+    # absl's --help lists the flags the main module defined; those a shared helper defined
+    # (define_run_flags: --workdir, --checkpoint, ...) count as cli.py's and would be missing.
+    for holder in vars(f).values():
+        if isinstance(holder, flags.FlagHolder):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
     app.run(lambda argv: sys.exit(guard(main, argv, f, positional=positional)))
 
 

@@ -17,6 +17,7 @@ COMMANDS = {
     "train",
     "prepare",
     "predict",
+    "export",
     "features",
     "neighbors",
     "visualize",

@@ -5,6 +5,8 @@ already (features, neighbors, visualize: test_cli_runs.py; train: tests/training
 tests/training/test_multihost.py runs `python -m jaxcnn.train` itself in two processes).
 """
 
+import re
+
 import pytest
 from helpers import run_module
 
@@ -28,16 +30,19 @@ TRAIN_FLAGS = (
     "module, flags",
     [
         ("train", TRAIN_FLAGS),
-        ("features", ("--tap", "--workdir", "--split")),
-        ("neighbors", ("--k", "--queries", "--output")),
+        ("features", ("--tap", "--workdir", "--split", "--checkpoint")),
+        ("neighbors", ("--k", "--queries", "--output", "--workdir", "--batch_size")),
         ("visualize", ("--arch", "--workdir")),
+        ("predict", ("--workdir", "--checkpoint", "--weights", "--top_k", "--format", "--output")),
+        ("export", ("--workdir", "--weights", "--format", "--output", "--overwrite")),
+        ("prepare", ("--dataset", "--data_dir")),
     ],
 )
 def test_help_explains_flags(module, flags):
     out = run_module(module, "--help")  # absl prints the module docstring and its flags
     assert f"python -m jaxcnn.{module}" in out.stdout, out.stderr[-2000:]
-    for flag in flags:
-        assert flag in out.stdout, flag
+    for flag in flags:  # in the flag listing, not only in the docstring
+        assert re.search(rf"^\s+--(\[no\])?{flag[2:]}:", out.stdout, re.M), flag
 
 
 def test_summary_runs():
