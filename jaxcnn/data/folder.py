@@ -31,7 +31,6 @@ import hashlib
 import io
 import os
 import re
-import warnings
 from collections import Counter
 from typing import Any
 
@@ -50,6 +49,9 @@ READ_FORMATS = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
 }
+# The Pillow formats read (MPO: the JPEG of cameras that embed a second picture; its first frame
+# is the photo).
+_FORMATS = set(READ_FORMATS.values()) | {"MPO"}
 # Pillow's own decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS, ~89.5 million pixels: a
 # 9459 x 9459 image): larger headers are refused before decoding.
 MAX_PIXELS = 89_478_485
@@ -98,51 +100,39 @@ def root_of(name: str) -> epath.Path:
 # Decoding one image.
 
 
-def _suppress_pil_warnings():
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    from PIL import Image
-
-    # The size check below refuses large headers itself; Pillow's warning would only repeat it.
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-    return ctx
-
-
 def open_image(data: bytes, name: Any = "image"):
     """A Pillow image of encoded `data`, its header checked; nothing is decoded yet.
 
     Raises:
-        BadImageError: not an image Pillow can identify, a format outside `READ_FORMATS`, or a
-            header declaring more than `MAX_PIXELS` pixels.
+        BadImageError: not an image Pillow can identify, a format outside `READ_FORMATS`, a
+            header declaring more than `MAX_PIXELS` pixels, or any other failure to open it.
     """
     from PIL import Image, UnidentifiedImageError
 
-    ctx = _suppress_pil_warnings()
     try:
-        try:
-            im = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise BadImageError(name, "not an image file (Pillow cannot identify it)") from None
-        except Image.DecompressionBombError as e:  # over twice Pillow's limit: refused at open
-            found = re.search(r"\((\d+) pixels\)", str(e))
-            count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-            raise BadImageError(
-                name,
-                f"its header declares {count}, more than the {MAX_PIXELS:,} read (refused "
-                "before decoding)",
-            ) from None
-        if im.format not in set(READ_FORMATS.values()):
-            raise BadImageError(name, f"{im.format} images are not read ({formats_read()})")
-        w, h = im.size
-        if w * h > MAX_PIXELS:
-            raise BadImageError(
-                name,
-                f"its header declares {w} x {h} pixels, more than the {MAX_PIXELS:,} read "
-                "(refused before decoding)",
-            )
-        return im
-    finally:
-        ctx.__exit__(None, None, None)
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise BadImageError(name, "not an image file (Pillow cannot identify it)") from None
+    except Image.DecompressionBombError as e:  # over twice Pillow's limit: refused at open
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise BadImageError(
+            name,
+            f"its header declares {count}, more than the {MAX_PIXELS:,} read (refused "
+            "before decoding)",
+        ) from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises OSError, ValueError, ... on bad headers
+        raise BadImageError(name, f"cannot open: {e}") from None
+    if im.format not in _FORMATS:
+        raise BadImageError(name, f"{im.format} images are not read ({formats_read()})")
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise BadImageError(
+            name,
+            f"its header declares {w} x {h} pixels, more than the {MAX_PIXELS:,} read "
+            "(refused before decoding)",
+        )
+    return im
 
 
 def formats_read() -> str:
@@ -155,36 +145,32 @@ def to_array(im, channels: int) -> np.ndarray:
 
     Conversions: grey <-> RGB (ITU-R 601 luma for RGB -> grey), alpha dropped (as torchvision's
     loader does), CMYK and palette images to RGB, 16-bit images scaled to 8 bits (Pillow's own
-    `convert` would clip them at 255), the EXIF orientation applied.
+    `convert` would clip them at 255), float images on 0..1 scaled to 0..255, the EXIF orientation
+    applied; an animated image gives its first frame.
 
     Raises:
-        BadImageError: a truncated or corrupt file.
+        BadImageError: a truncated or corrupt file, or one Pillow cannot convert.
     """
     from PIL import ImageOps
 
-    ctx = _suppress_pil_warnings()
     try:
-        try:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-        except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for broken data
-            raise BadImageError(
-                getattr(im, "filename", "") or "image", f"cannot decode: {e}"
-            ) from None
+        im.load()
+        im = ImageOps.exif_transpose(im)
         if im.mode in _SIXTEEN_BIT or im.mode == "F":
             a = np.asarray(im, np.float64)
-            # PNG stores 16-bit samples as 0..65535; scale them to 0..255 (F images: 0..255 already)
-            a = a / 257.0 if im.mode in _SIXTEEN_BIT else a
-            grey = np.clip(np.round(a), 0, 255).astype(np.uint8)
-            out = grey[..., None]
-            return np.repeat(out, 3, axis=-1) if channels == 3 else out
+            if im.mode in _SIXTEEN_BIT:  # PNG / TIFF 16-bit samples are 0..65535
+                a = a / 257.0
+            elif a.size and a.max() <= 1.0:  # float images are usually on 0..1
+                a = a * 255.0
+            grey = np.clip(np.round(a), 0, 255).astype(np.uint8)[..., None]
+            return np.repeat(grey, 3, axis=-1) if channels == 3 else grey
         target = "L" if channels == 1 else "RGB"
         if im.mode != target:
             im = im.convert(target)
         out = np.asarray(im, np.uint8)
-        return out[..., None] if channels == 1 else out
-    finally:
-        ctx.__exit__(None, None, None)
+    except Exception as e:  # noqa: BLE001 - Pillow's errors for broken data are of many types
+        raise BadImageError(getattr(im, "filename", "") or "image", f"cannot decode: {e}") from None
+    return out[..., None] if channels == 1 else out
 
 
 def read_image(path: Any, channels: int) -> np.ndarray:
@@ -239,7 +225,11 @@ class Listing:
         h = hashlib.sha256()
         root = epath.Path(self.root)
         for rel in sorted(self.train + self.val):
-            h.update(f"{rel}\t{(root / rel).stat().length}\n".encode())
+            try:
+                size = (root / rel).stat().length
+            except OSError:  # a broken link: stays broken (and left out) or is fixed (a change)
+                size = -1
+            h.update(f"{rel}\t{size}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()[:16]
 
 
@@ -247,14 +237,20 @@ def _visible(p: epath.Path) -> bool:
     return not p.name.startswith(".")
 
 
-def _walk_files(d: epath.Path) -> list[epath.Path]:
-    """Every file under `d` (recursively, sorted, hidden names left out)."""
+def _walk_files(d: epath.Path, _seen: set[str] | None = None) -> list[epath.Path]:
+    """Every file under `d` (recursively, sorted, hidden names left out). Links to folders are
+    followed once each: a link back to a parent does not loop."""
+    seen = set() if _seen is None else _seen
+    key = str(d) if "://" in str(d) else os.path.realpath(str(d))
+    if key in seen:
+        return []
+    seen.add(key)
     out = []
     for p in sorted(d.iterdir(), key=lambda p: p.name):
         if not _visible(p):
             continue
         if p.is_dir():
-            out.extend(_walk_files(p))
+            out.extend(_walk_files(p, seen))
         else:
             out.append(p)
     return out
@@ -317,23 +313,34 @@ def list_folder(root: Any) -> Listing:
         raise FolderError(f"no such folder: {root}")
     if not root.is_dir():
         raise FolderError(f"{root} is a file; --dataset=folder: needs a folder of class folders")
-    names = {p.name: p for p in root.iterdir() if p.is_dir()}
-    val_dir = next((v for v in VAL_DIRS if v in names), "")
-    if TRAIN_DIR in names and any(p.is_dir() for p in names[TRAIN_DIR].iterdir()):
-        train, skipped = _classes(names[TRAIN_DIR], root)
+    dirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and _visible(p)}
+    val_key = next((v for v in VAL_DIRS if v in dirs), "")
+    val_dir = dirs[val_key].name if val_key else ""
+    # The split layout only when every folder at the top is a split (a class may be named
+    # "train" or "test" in a folder of classes); split names in any case (Train/, VAL/).
+    splits = TRAIN_DIR in dirs and set(dirs) <= {TRAIN_DIR, *VAL_DIRS}
+    if splits:
+        train, skipped = _classes(dirs[TRAIN_DIR], root)
         val: dict[str, list[str]] = {}
         if val_dir:
-            val, more = _classes(names[val_dir], root)
+            val, more = _classes(dirs[val_key], root)
             skipped += more
             unknown = sorted(set(val) - set(train))
             if unknown:
                 raise FolderError(
-                    f"{root / val_dir} has classes that {root / TRAIN_DIR} has not: {_few(unknown)}"
+                    f"{root / val_dir} has classes that {dirs[TRAIN_DIR]} has not: {_few(unknown)}"
                 )
         layout = "splits"
     else:
         train, skipped = _classes(root, root)
         val, layout, val_dir = {}, "classes", ""
+        nested = [c for c in train if all("/" in r[len(c) + 1 :] for r in train[c])]
+        if len(nested) == len(train):
+            raise FolderError(
+                f"every class folder of {root} holds its images in subfolders only "
+                f"({', '.join(sorted(nested)[:3])}): if these are splits, name them train/ and "
+                "val/; if the subfolders are the classes, pass the folder one level down"
+            )
     class_names = tuple(sorted(train))
     if len(class_names) < 2:
         raise FolderError(
@@ -489,7 +496,7 @@ def _header(root: epath.Path, rel: str) -> tuple[str, str, tuple[int, int]] | Ba
         return im.format, im.mode, im.size
     except BadImageError as e:
         return e
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - whatever fails here refuses this file, named
         return BadImageError(rel, f"cannot read the file ({e})")
 
 
@@ -535,6 +542,7 @@ def inspect(
     """
     from tqdm import tqdm
 
+    val_fraction = 0.2 if val_fraction is None else val_fraction
     root = epath.Path(listing.root)
     files = list(listing.train + listing.val)
     workers = workers or min(8, os.cpu_count() or 1)
@@ -559,16 +567,23 @@ def inspect(
         channels = 1 if good and all(m in _GREY_MODES for _, m, _ in good.values()) else 3
 
     def decode(rel: str):
+        """(height, width, per-channel histograms (C, 256)) of one image, or its error: the
+        worker keeps the decoded pixels, so that memory holds a few images, not the dataset."""
         try:
             im = open_image((root / rel).read_bytes(), rel)
             im.filename = rel
-            return to_array(im, channels)
+            a = to_array(im, channels)
         except BadImageError as e:
             return BadImageError(rel, e.reason)
+        except Exception as e:  # noqa: BLE001 - a read that fails refuses this file, named
+            return BadImageError(rel, f"cannot read the file ({e})")
+        hist = np.stack([np.bincount(a[..., c].ravel(), minlength=256) for c in range(channels)])
+        return a.shape[0], a.shape[1], hist
 
-    # Per-file channel sums: the statistics are taken over the train split once it is final
-    # (the held-out share is chosen after unreadable files are known), without decoding twice.
-    per_file: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+    # Per-file histograms (exact integer counts, 256 values per channel): the statistics are
+    # taken over the train split once it is final (the held-out share is chosen after the
+    # unreadable files are known), without decoding twice.
+    per_file: dict[str, np.ndarray] = {}
     sizes: set[tuple[int, int]] = set()
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         todo = list(good)
@@ -587,30 +602,30 @@ def inspect(
             if isinstance(out, BadImageError):
                 bad[rel] = out.reason
                 continue
-            sizes.add(out.shape[:2])
-            x = out.reshape(-1, channels).astype(np.float64) / 255.0
-            per_file[rel] = (x.sum(0), (x * x).sum(0), len(x))
+            sizes.add(out[:2])
+            per_file[rel] = out[2]
     if bad and not skip_bad_images:
         raise FolderError(
             f"{len(bad)} of {len(files)} images in {root} cannot be used: "
             + _few([f"{k} ({v})" for k, v in sorted(bad.items())], 3)
-            + "; fix or remove them, or pass --config.skip_bad_images=True to leave them out"
+            + "; fix or remove them, or train with --config.skip_bad_images=True to leave them out"
         )
     kept = dataclasses.replace(
         listing,
         train=tuple(r for r in listing.train if r not in bad),
         val=tuple(r for r in listing.val if r not in bad),
     )
-    if listing.layout == "classes":
-        kept = hold_out(kept, val_fraction if val_fraction is not None else 0.2)
+    held_out = not listing.val_dir  # no val/ folder: a share of each class is held out
+    if held_out:
+        kept = hold_out(kept, val_fraction)
     if not kept.train or not kept.val:
         raise FolderError(f"{root}: no {'train' if not kept.train else 'validation'} images left")
     if stats is None:
-        sums = sum(per_file[r][0] for r in kept.train)
-        squares = sum(per_file[r][1] for r in kept.train)
-        pixels = sum(per_file[r][2] for r in kept.train)
-        mean = sums / pixels
-        std = np.sqrt(np.maximum(squares / pixels - mean * mean, 1e-12))
+        hist = sum(per_file[r] for r in kept.train).astype(np.float64)  # (C, 256)
+        values = np.arange(256) / 255.0
+        pixels = hist.sum(1)
+        mean = hist @ values / pixels
+        std = np.sqrt(np.maximum(hist @ (values * values) / pixels - mean * mean, 1e-12))
         stats = (tuple(mean.tolist()), tuple(std.tolist()), "measured on the train split")
     conversions = Counter(
         c
@@ -631,7 +646,7 @@ def inspect(
         stats_source=stats[2],
         fingerprint=listing.fingerprint,
         val_dir=listing.val_dir,
-        val_fraction=float(val_fraction) if listing.layout == "classes" else None,
+        val_fraction=float(val_fraction) if held_out else None,
         conversions=dict(conversions),
         skipped=list(listing.skipped),
         bad=dict(sorted(bad.items())),

@@ -347,3 +347,48 @@ def test_a_format_not_read_is_named_with_the_formats_that_are(tmp_path):
     assert "b/3.png (PPM images are not read (formats read: .bmp .gif .jpeg .jpg .png" in str(
         e.value
     )
+
+
+def test_layout_corner_cases(tmp_path):
+    # train/ without val/: a share is held out of train.
+    only_train = _tree(
+        tmp_path / "t", {f"Train/{c}/{i}.png": _img(i) for c in "ab" for i in range(5)}
+    )
+    record = folder.inspect(folder.list_folder(only_train), val_fraction=0.4, progress=False)
+    assert record.layout == "splits" and record.val_fraction == 0.4
+    assert (len(record.train), len(record.val)) == (6, 4)
+    # A class named "train" among other classes: a folder of classes, not of splits.
+    classes = _tree(
+        tmp_path / "c", {"train/1.png": _img(), "bus/1.png": _img(), "car/1.png": _img()}
+    )
+    assert folder.list_folder(classes).class_names == ("bus", "car", "train")
+    # Splits under other names: the classes would be the splits; refused with a hint.
+    kaggle = _tree(
+        tmp_path / "k",
+        {f"{s}/{c}/1.png": _img() for s in ("training_set", "test_set") for c in "ab"},
+    )
+    with pytest.raises(folder.FolderError, match="name them train/ and val/"):
+        folder.list_folder(kaggle)
+    # A link back to a parent folder does not loop; a broken link is one bad image.
+    linked = _tree(tmp_path / "l", {f"{c}/{i}.png": _img(i) for c in "ab" for i in range(3)})
+    (linked / "a" / "again").symlink_to(linked / "a")
+    (linked / "b" / "gone.png").symlink_to(tmp_path / "missing.png")
+    listing = folder.list_folder(linked)
+    assert sorted(listing.train) == sorted(
+        [f"a/{i}.png" for i in range(3)] + [f"b/{i}.png" for i in range(3)] + ["b/gone.png"]
+    )
+    record = folder.inspect(listing, skip_bad_images=True, val_fraction=0.34, progress=False)
+    assert list(record.bad) == ["b/gone.png"] and "cannot read the file" in record.bad["b/gone.png"]
+
+
+def test_camera_jpegs_with_a_second_picture_are_read(tmp_path):
+    photo = Image.fromarray(helpers.sample_photo(0))
+    path = tmp_path / "IMG_0001.jpg"
+    photo.save(
+        path, format="MPO", save_all=True, append_images=[photo.resize((64, 43))], quality=95
+    )
+    assert Image.open(path).format == "MPO"
+    out = folder.read_image(path, 3)
+    assert (
+        out.shape == (427, 640, 3) and np.abs(out.astype(int) - helpers.sample_photo(0)).mean() < 4
+    )
