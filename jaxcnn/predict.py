@@ -44,16 +44,20 @@ def define_flags(fv: flags.FlagValues) -> cli.Flags:
 
 
 def render(predictions, fmt: str) -> str:
-    """The predictions as a table, CSV (one row per image and rank) or JSON (a list)."""
+    """The predictions as a table, CSV (one row per image and rank; an unreadable image has one
+    row with its error) or JSON (a list; `error` set for an unreadable image). The table leaves
+    unreadable images to the error lines on stderr."""
     if fmt == "json":
         return json.dumps([p.to_json() for p in predictions], indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["image", "rank", "class", "index", "probability"])
+        w.writerow(["image", "rank", "class", "index", "probability", "error"])
         for p in predictions:
+            if p.error:  # the image stays in the file, with why it has no classes
+                w.writerow([p.source, "", "", "", "", p.error])
             for r, (c, i, q) in enumerate(zip(p.classes, p.indices, p.probabilities, strict=True)):
-                w.writerow([p.source, r + 1, c, i, f"{q:.6f}"])
+                w.writerow([p.source, r + 1, c, i, f"{q:.6f}", ""])
         return buf.getvalue()
     lines = []
     for p in predictions:

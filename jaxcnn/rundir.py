@@ -426,6 +426,27 @@ class RunDir:
     def metrics(self, enabled: bool = True) -> MetricsLog:
         return MetricsLog(self.path, enabled)
 
+    def checkpoint_meta(self, which: str = "latest") -> dict[str, Any]:
+        """The JSON metadata of the newest save of a series (no arrays are read): its step,
+        epoch, and since jaxcnn 0.2 its `data` (dataset, class names, input size, statistics).
+
+        Raises:
+            RunDirError: the series has no checkpoint.
+        """
+        if which not in SERIES:
+            raise RunDirError(f"unknown checkpoint {which!r}; valid: {', '.join(SERIES)}")
+        if not self.has_checkpoint(which):
+            raise RunDirError(f"no {which} checkpoint in {self.path / CHECKPOINTS / which}")
+        ckpt = self.checkpointer(create=False)
+        try:
+            mgr = ckpt._managers[which]
+            out = mgr.restore(
+                mgr.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )
+            return dict(out["meta"])
+        finally:
+            ckpt.close()
+
     def restore_variables(self, which: str = "latest") -> tuple[dict[str, Any], int]:
         """(`{"params", "batch_stats"}` of the newest save of a series, its step), on this host.
 

@@ -98,11 +98,16 @@ def resize_and_crop(
     `torchvision=True` sizes as torchvision's `Resize(int)` + `CenterCrop` do (the longer side
     truncated, the crop offset rounded), which published weights were evaluated with; the trainer
     rounds both (its own eval transform since jaxcnn 0.1)."""
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = resize_size / tf.reduce_min(shape)
-    new = tf.cast((tf.floor if torchvision else tf.round)(shape * scale), tf.int32)
-    if torchvision:  # the shorter side is exactly resize_size
-        new = tf.where(shape == tf.reduce_min(shape), tf.cast(resize_size, tf.int32), new)
+    if torchvision:
+        # torchvision: long = int(size * long / short) in double precision (the short side is
+        # then exactly `size`); float32 would be a pixel off for some sizes.
+        hw = tf.cast(tf.shape(image)[:2], tf.float64)
+        new = tf.cast(
+            tf.floor(tf.constant(resize_size, tf.float64) * hw / tf.reduce_min(hw)), tf.int32
+        )
+    else:
+        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        new = tf.cast(tf.round(shape * (resize_size / tf.reduce_min(shape))), tf.int32)
     image = tf.image.resize(image, new, method=method, antialias=True)
     if torchvision:
         top = tf.cast(tf.round(tf.cast(new[0] - crop, tf.float32) / 2), tf.int32)

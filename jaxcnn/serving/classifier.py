@@ -10,7 +10,7 @@ classes with names and probabilities.
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
@@ -117,7 +117,8 @@ class Preprocess:
             x = pipeline.resize_and_crop(
                 x, self.resize_size, s, self.interpolation, torchvision=self.torchvision_sizes
             )
-        return (tf.cast(x, tf.float32) / 255.0).numpy()
+        # A bicubic kernel overshoots; PIL (torchvision, timm) clips its results to 0..255.
+        return (tf.clip_by_value(tf.cast(x, tf.float32), 0.0, 255.0) / 255.0).numpy()
 
 
 @dataclasses.dataclass
@@ -143,14 +144,19 @@ class Classifier:
         cls, workdir: Any, checkpoint: str = "latest", *, data_dir: str | None = None
     ) -> "Classifier":
         """A run's network (its latest or best checkpoint) with the run's eval transform and
-        class names (those its checkpoint records; the dataset's for older runs).
+        class names: those its checkpoint records, so that neither the dataset nor the folder
+        is needed (runs of jaxcnn before 0.2 read them from the dataset).
 
         Raises:
             jaxcnn.rundir.RunDirError: missing run, config or checkpoint.
         """
+        from jaxcnn import rundir
         from jaxcnn.analysis.features import load_run
         from jaxcnn.data import pipeline
 
+        data = rundir.RunDir(workdir).checkpoint_meta(checkpoint).get("data")
+        if data is not None and "image_shape" in data:  # no dataset needed on this machine
+            return cls._from_checkpoint(workdir, checkpoint, data)
         run = load_run(workdir, checkpoint, data_dir=data_dir)
         info = run.dataset
         names = tuple(info.class_names) or tuple(str(i) for i in range(info.num_classes))
@@ -163,6 +169,34 @@ class Classifier:
             resize_size=None if small else run.image_size / 0.875,
         )
         return cls(run.model, run.variables, names, preprocess, str(run.workdir))
+
+    @classmethod
+    def _from_checkpoint(cls, workdir: Any, checkpoint: str, data: dict[str, Any]) -> "Classifier":
+        from jaxcnn import rundir
+        from jaxcnn.data import DatasetInfo, pipeline
+        from jaxcnn.models import create_model, get_model_info
+        from jaxcnn.training.plan import DTYPES
+
+        run = rundir.RunDir(workdir)
+        cfg = run.read_config()
+        names = tuple(data["class_names"])
+        model = create_model(
+            get_model_info(cfg["arch"]).name,
+            num_classes=len(names),
+            dtype=DTYPES[cfg.get("dtype", "float32")],
+            **(cfg.get("arch_options") or {}),
+        )
+        variables, _ = run.restore_variables(checkpoint)
+        shape = tuple(data["image_shape"])
+        info = DatasetInfo(data["dataset"], len(names), shape, "", "", 0, 0, (), ())
+        preprocess = Preprocess(
+            image_size=int(data["image_size"]),
+            channels=int(data["channels"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            resize_size=None if pipeline._is_small(info) else data["image_size"] / 0.875,
+        )
+        return cls(model, variables, names, preprocess, str(run.path))
 
     @classmethod
     def from_weights(cls, spec: str) -> "Classifier":
@@ -267,18 +301,31 @@ class Classifier:
         return folder.read_image(image, self.channels)
 
     def predict(
-        self, images: Sequence[Any], top_k: int = 5, *, batch_size: int = 32, progress: bool = False
+        self, images: Any, top_k: int = 5, *, batch_size: int = 32, progress: bool = False
     ) -> list[Prediction]:
-        """The `top_k` classes of each image (files, folders of images, or uint8 arrays).
+        """The `top_k` classes of each image.
+
+        Args:
+            images: one image or a list of them: files, folders of images (searched
+                recursively), uint8 arrays (H, W) / (H, W, C), or a uint8 batch (N, H, W, C).
+            top_k: classes per image (at most the class count).
+            batch_size: images per forward pass; images are read, preprocessed and classified
+                one batch at a time, so memory holds one batch whatever the number of images.
+            progress: show a progress bar.
 
         An image that cannot be read gives a `Prediction` with `error` set (the others are still
-        classified): one bad file does not lose the rest.
+        classified): one bad file does not lose the rest. A path that does not exist raises
+        FileNotFoundError before anything is classified.
         """
         from tqdm import tqdm
 
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         k = min(top_k, self.num_classes)
+        if isinstance(images, np.ndarray):
+            images = list(images) if images.ndim == 4 else [images]
+        elif isinstance(images, (str, epath.PathLike)):
+            images = [images]
         items: list[Any] = []
         names: list[str] = []
         for i, im in enumerate(images):
@@ -289,24 +336,33 @@ class Classifier:
                 files = image_files([im])
                 items += files
                 names += files
-        results: list[Prediction | None] = [None] * len(items)
-        good, pixels = [], []
-        for i, item in enumerate(tqdm(items, desc="reading", unit="img", disable=not progress)):
-            try:
-                pixels.append(self.preprocess(self.load(item)))
-                good.append(i)
-            except (folder.BadImageError, ValueError) as e:
-                reason = e.reason if isinstance(e, folder.BadImageError) else str(e)
-                results[i] = Prediction(names[i], [], [], [], error=reason)
-        if good:
-            probs = self.probabilities(np.stack(pixels), batch_size)
-            order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-            for row, i in enumerate(good):
-                idx = order[row]
-                results[i] = Prediction(
-                    names[i],
-                    [self.class_names[j] for j in idx],
-                    [int(j) for j in idx],
-                    [float(probs[row, j]) for j in idx],
-                )
-        return [r for r in results if r is not None]
+        results: list[tuple[int, Prediction]] = []  # (input position, prediction)
+        bar = tqdm(total=len(items), desc="classifying", unit="img", disable=not progress)
+        for start in range(0, len(items), batch_size):
+            good, pixels = [], []
+            for i in range(start, min(start + batch_size, len(items))):
+                try:
+                    pixels.append(self.preprocess(self.load(items[i])))
+                    good.append(i)
+                except (folder.BadImageError, ValueError) as e:
+                    reason = e.reason if isinstance(e, folder.BadImageError) else str(e)
+                    results.append((i, Prediction(names[i], [], [], [], error=reason)))
+            if good:
+                probs = self.probabilities(np.stack(pixels), batch_size)
+                order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+                for row, i in enumerate(good):
+                    idx = order[row]
+                    results.append(
+                        (
+                            i,
+                            Prediction(
+                                names[i],
+                                [self.class_names[j] for j in idx],
+                                [int(j) for j in idx],
+                                [float(probs[row, j]) for j in idx],
+                            ),
+                        )
+                    )
+            bar.update(min(batch_size, len(items) - start))
+        bar.close()
+        return [p for _, p in sorted(results, key=lambda r: r[0])]

@@ -114,6 +114,7 @@ def data_meta(plan: RunPlan) -> dict[str, Any]:
         "dataset": info.name,
         "class_names": list(info.class_names),
         "image_size": plan.image_size,
+        "image_shape": list(info.image_shape),
         "channels": info.image_shape[-1],
         "mean": list(info.mean),
         "std": list(info.std),

@@ -60,7 +60,7 @@ def test_cli_and_python_api_agree(folder_run, tmp_path, capsys):
     capsys.readouterr()
     assert cli.invoke(predict, [f"--workdir={workdir}", "--format=csv", str(images[0])]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
-    assert rows[0] == "image,rank,class,index,probability" and len(rows) == 1 + 5
+    assert rows[0] == "image,rank,class,index,probability,error" and len(rows) == 1 + 5
 
 
 def test_bad_images_get_one_line_each_and_the_rest_is_classified(folder_run, tmp_path, capsys):
@@ -90,6 +90,11 @@ def test_bad_images_get_one_line_each_and_the_rest_is_classified(folder_run, tmp
     assert "truncated.jpg: cannot decode" in errors[0]
     assert "bomb.png: its header declares 2,500,000,000 pixels" in errors[1]
     assert "notes.png: not an image file" in errors[2]
+    out_csv = tmp_path / "p.csv"
+    args = [f"--workdir={workdir}", "--format=csv", f"--output={out_csv}", str(good), str(notes)]
+    assert cli.invoke(predict, args) == 1
+    rows = out_csv.read_text().splitlines()
+    assert rows[-1].startswith(f"{notes},,,,,not an image file") and len(rows) == 1 + 5 + 1
 
 
 @pytest.mark.parametrize(
@@ -121,6 +126,10 @@ def test_a_run_without_a_folder_dataset_and_array_inputs(run_dir):
     assert hits > 0.7
     rgb = np.repeat(images[0], 3, axis=-1)  # an RGB array is converted to the run's grey
     assert clf.predict([rgb], top_k=1)[0].classes == predictions[0].classes
+    # One image alone, and a batch array (N, H, W, C), are not taken for lists of rows.
+    assert [p.classes for p in clf.predict(rgb, top_k=1)] == [predictions[0].classes]
+    batch = clf.predict(images[:3], top_k=1, batch_size=2)
+    assert [p.classes for p in batch] == [p.classes for p in predictions[:3]]
     with pytest.raises(ValueError, match="must be uint8"):
         clf.load(images[0].astype(np.float32))
 
