@@ -392,3 +392,28 @@ def test_camera_jpegs_with_a_second_picture_are_read(tmp_path):
     assert (
         out.shape == (427, 640, 3) and np.abs(out.astype(int) - helpers.sample_photo(0)).mean() < 4
     )
+
+
+def test_fashion_mnist_as_jpeg_files_reads_back_as_the_same_pictures(tmp_path):
+    """Fashion-MNIST test images written as JPEG files under their class names (what a user
+    with their own pictures has) read back with those names and within JPEG's error of TFDS's
+    pixels; the class folder names map to TFDS's labels in sorted order."""
+    from jaxcnn import data
+    from jaxcnn.data.tf import tfds
+
+    tf_info = data.dataset_info("fashion_mnist")
+    batch = next(iter(tfds.as_numpy(data.load_split("fashion_mnist", "test").take(400).batch(400))))
+    names = [n.replace("/", "-") for n in tf_info.class_names]  # "T-shirt/top" is no file name
+    for i, (image, label) in enumerate(zip(batch["image"], batch["label"], strict=True)):
+        d = tmp_path / "fashion" / names[label]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[..., 0]).save(d / f"{i:03d}.jpg", quality=90)
+    record = folder.inspect(folder.list_folder(tmp_path / "fashion"), progress=False)
+    assert record.class_names == sorted(names) and record.channels == 1
+    info = data.folder_info(record)
+    errors = []
+    for rel, ex in zip(record.val, data.load_split(info, "val").as_numpy_iterator(), strict=True):
+        i = int(rel.split("/")[-1][:3])
+        assert names[batch["label"][i]] == record.class_names[int(ex["label"])]
+        errors.append(np.abs(ex["image"].astype(int) - batch["image"][i].astype(int)).mean())
+    assert len(errors) == len(record.val) > 50 and 0 < np.mean(errors) < 10, np.mean(errors)
