@@ -42,6 +42,7 @@ import numpy as np
 
 __all__ = [
     "FORMATS",
+    "ExportError",
     "PLATFORMS",
     "check_output_dir",
     "export",
@@ -262,8 +263,45 @@ def export_savedmodel(
     with _atomic_dir(output_dir, overwrite) as tmp:
         module = _tf_module(classifier, batch_size, platforms)
         _save_tf(module, tmp, classifier.class_names)
+        _check_tf_runs(tmp, classifier, batch_size)
         _write_sidecars(tmp, classifier, "savedmodel", batch_size, platforms)
     return _listing(output_dir)
+
+
+class ExportError(ValueError):
+    """An export that cannot be made with the installed versions; the message says why."""
+
+
+def _incompatible(e: Exception, symbolic: bool = True) -> ExportError:
+    import jax
+    import tensorflow as tf
+
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    first = next((ln for ln in lines if "deserializ" in ln.lower()), lines[0] if lines else "")
+    hint = (
+        "a fixed batch works (--batch_size=N, batch_size=N), or use --format=stablehlo"
+        if symbolic
+        else "use --format=stablehlo, or the jax line this TensorFlow was built against"
+    )
+    return ExportError(
+        f"TensorFlow {tf.__version__} cannot run the program jax {jax.__version__} serialized "
+        f"({first[:200]}): jax writes StableHLO newer than an older TensorFlow reads "
+        f"(a symbolic batch adds shape checks TensorFlow 2.21 cannot read from jax 0.12); {hint}"
+    )
+
+
+def _check_tf_runs(directory: pathlib.Path, classifier: Any, batch_size: int | None) -> None:
+    """Loads the SavedModel just written and runs it once: a SavedModel that TensorFlow cannot
+    execute (jax serializes StableHLO newer than an older TensorFlow can deserialize; found with
+    jax 0.12 and TensorFlow 2.21) is refused instead of written."""
+    import tensorflow as tf
+
+    s, c = classifier.image_size, classifier.channels
+    try:
+        loaded = tf.saved_model.load(str(directory))
+        loaded.signatures["serving_float"](tf.zeros((batch_size or 1, s, s, c), tf.float32))
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
+        raise _incompatible(e, symbolic=batch_size is None) from None
 
 
 @contextlib.contextmanager
@@ -339,7 +377,16 @@ def export_tflite(
             except ConverterError:
                 batch = 1
         if batch is not None:
-            flat = _tflite_bytes(classifier, batch, pathlib.Path(work))
+            try:
+                with _quiet_stderr():
+                    flat = _tflite_bytes(classifier, batch, pathlib.Path(work))
+            except ConverterError as e:
+                if "deserializ" in str(e).lower():  # StableHLO newer than this TensorFlow reads
+                    raise _incompatible(e, symbolic=False) from None
+                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else "no message"
+                raise ExportError(
+                    f"TFLite's converter could not convert the network ({first})"
+                ) from None
         (tmp / "model.tflite").write_bytes(flat)
         _write_labels(tmp / "labels.txt", classifier.class_names)
         _write_sidecars(tmp, classifier, "tflite", batch, ("cpu",))

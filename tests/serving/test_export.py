@@ -9,6 +9,7 @@ MobileNetV2 (depthwise convolutions, ReLU6) and EfficientNet-B0 (squeeze-excitat
 """
 
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -236,14 +237,27 @@ FRESH_TF = textwrap.dedent(
 )
 
 
+def export_or_refusal(clf, fmt, out):
+    """`export.export(clf, fmt, out)`; where this TensorFlow cannot run what this jax serializes
+    (jax 0.12 with TensorFlow 2.21: StableHLO too new for it), the export must refuse in one
+    line and write nothing, and the round trip is then not possible here (skipped, saying so)."""
+    from jaxcnn.serving import export
+
+    try:
+        return export.export(clf, fmt, out)
+    except export.ExportError as e:
+        assert "cannot run the program jax" in str(e) and "\n" not in str(e), e
+        assert not pathlib.Path(out).exists()
+        pytest.skip(f"refused as it must be: {e}")
+
+
 @pytest.mark.slow
 def test_savedmodel_runs_in_plain_tensorflow_and_matches(classifiers, reference, images, tmp_path):
-    from jaxcnn.serving import export
 
     dirs = {}
     for arch, clf in classifiers.items():
         dirs[arch] = str(tmp_path / arch)
-        written = export.export(clf, "savedmodel", dirs[arch])
+        written = export_or_refusal(clf, "savedmodel", dirs[arch])
         got = {p.relative_to(tmp_path / arch).as_posix() for p in written}
         assert {"saved_model.pb", "assets/labels.txt", "preprocessing.json"} <= got
     np.savez(tmp_path / "in.npz", images=images)
@@ -278,14 +292,16 @@ def builtin_ops() -> set[str]:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_tflite_has_builtin_ops_only_and_matches(arch, classifiers, reference, images, tmp_path):
+    import jax
     import tensorflow as tf
 
-    from jaxcnn.serving import export
-
-    export.export(classifiers[arch], "tflite", tmp_path / "m")
+    export_or_refusal(classifiers[arch], "tflite", tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
-    # ResNet-8's strided-slice shortcut cannot be converted with a dynamic batch; the others can.
-    assert meta["batch"] == (1 if arch == "resnet8" else "b")
+    # ResNet-8's strided-slice shortcut cannot be converted with a dynamic batch; the others can,
+    # on the tested line (jax 0.10): jax 0.12's symbolic batch carries shape checks that
+    # TensorFlow 2.21 cannot read, and the export falls back to batch 1 for every network there.
+    symbolic = tuple(int(v) for v in jax.__version__.split(".")[:2]) < (0, 11)
+    assert meta["batch"] == (1 if arch == "resnet8" or not symbolic else "b")
     assert (tmp_path / "m" / "labels.txt").read_text(encoding="utf-8").splitlines() == list(NAMES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
