@@ -256,6 +256,14 @@ def _walk_files(d: epath.Path, _seen: set[str] | None = None) -> list[epath.Path
     return out
 
 
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as lone surrogates
+        return False
+
+
 def _is_image_name(p: epath.Path) -> bool:
     return p.suffix.lower() in READ_FORMATS
 
@@ -341,6 +349,14 @@ def list_folder(root: Any) -> Listing:
                 f"({', '.join(sorted(nested)[:3])}): if these are splits, name them train/ and "
                 "val/; if the subfolders are the classes, pass the folder one level down"
             )
+    # TensorFlow's strings are UTF-8: a name in another encoding (an old zip's) is refused here,
+    # named, rather than failing inside the input pipeline.
+    odd = [r for rs in (*train.values(), *val.values()) for r in rs if not _utf8(r)]
+    if odd:
+        raise FolderError(
+            f"file names in {root} that are not UTF-8: {_few([ascii(r) for r in odd], 3)}; "
+            "rename them (e.g. convmv -f latin1 -t utf8)"
+        )
     class_names = tuple(sorted(train))
     if len(class_names) < 2:
         raise FolderError(

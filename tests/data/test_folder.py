@@ -417,3 +417,15 @@ def test_fashion_mnist_as_jpeg_files_reads_back_as_the_same_pictures(tmp_path):
         assert names[batch["label"][i]] == record.class_names[int(ex["label"])]
         errors.append(np.abs(ex["image"].astype(int) - batch["image"][i].astype(int)).mean())
     assert len(errors) == len(record.val) > 50 and 0 < np.mean(errors) < 10, np.mean(errors)
+
+
+def test_file_names_that_are_not_utf8_are_named(tmp_path):
+    import os
+
+    root = _tree(tmp_path / "d", {"a/1.png": _img(), "b/1.png": _img()})
+    _img().save(
+        os.path.join(os.fsencode(root / "b"), b"caf\xe9.png").decode("utf-8", "surrogateescape")
+    )
+    with pytest.raises(folder.FolderError) as e:
+        folder.list_folder(root)
+    assert "not UTF-8: 'b/caf\\udce9.png'; rename them" in str(e.value)
