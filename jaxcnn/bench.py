@@ -3,7 +3,9 @@
 Prints compile time, training and inference images/s and peak memory for one architecture on the
 local devices (the batch is sharded over all of them, as in training). With the `torch` extra,
 `--compare=torchvision` times torchvision's same network in the same process (channels_last, the
-same batch and optimizer) and prints the ratio jaxcnn / torchvision.
+same batch and optimizer) and prints the ratio jaxcnn / torchvision. `--profile=DIR` then records a
+`jax.profiler` trace of a few train and inference steps into DIR (TensorBoard's layout: view it with
+`tensorboard --logdir DIR` and the tensorboard-plugin-profile package, or `xprof --logdir DIR`).
 """
 
 import os
@@ -22,8 +24,16 @@ def define_flags(fv: flags.FlagValues) -> cli.Flags:
         batch_size=d.integer("batch_size", 16, "Global batch size."),
         image_size=d.integer("image_size", 224, "Input side in pixels."),
         steps=d.integer("steps", 10, "Timed steps (after compilation and 2 warm-up steps)."),
-        dtype=d.enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype."),
+        dtype=d.enum(
+            "dtype",
+            "float32",
+            ["float32", "bfloat16", "float16"],
+            "Computation dtype (float16 with dynamic loss scaling, as training runs it).",
+        ),
         compare=d.enum("compare", None, ["torchvision"], "Also time this implementation."),
+        profile=d.string(
+            "profile", None, "Write a jax.profiler trace of 3 train + 3 inference steps here."
+        ),
     )
 
 
@@ -44,9 +54,12 @@ def _time(fn, steps: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def bench_jax(arch: str, batch: int, size: int, steps: int, dtype: str) -> dict[str, float]:
+def bench_jax(
+    arch: str, batch: int, size: int, steps: int, dtype: str, profile: str | None = None
+) -> dict[str, float]:
     """Times jaxcnn's train step (SGD + momentum) and inference on random data, with the steps
-    training itself runs (`jaxcnn.training.program.build_program`)."""
+    training itself runs (`jaxcnn.training.program.build_program`); with `profile`, then traces
+    3 more of each into that directory."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -58,7 +71,11 @@ def bench_jax(arch: str, batch: int, size: int, steps: int, dtype: str) -> dict[
 
     model = jaxcnn.create_model(arch, num_classes=1000, dtype=jnp.dtype(dtype))
     program = build_program(
-        model, optax.sgd(0.01, momentum=0.9), seed=0, input_shape=(1, size, size, 3)
+        model,
+        optax.sgd(0.01, momentum=0.9),
+        seed=0,
+        input_shape=(1, size, size, 3),
+        loss_scale=dtype == "float16",
     )
     sharding.check_batch_size(batch, program.mesh)
     rng = np.random.default_rng(0)
@@ -85,6 +102,12 @@ def bench_jax(arch: str, batch: int, size: int, steps: int, dtype: str) -> dict[
     infer = program.eval.lower(holder[0], gb).compile()
     out["infer_compile_s"] = time.perf_counter() - t
     out["infer_img_s"] = batch / _time(lambda: infer(holder[0], gb), steps)
+    if profile:
+        with jax.profiler.trace(profile):
+            for _ in range(3):
+                jax.block_until_ready(train_once())
+            for _ in range(3):
+                jax.block_until_ready(infer(holder[0], gb))
     out["peak_rss_mib"] = _peak_rss_mib()
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
@@ -176,7 +199,14 @@ def main(argv: list[str], f: cli.Flags) -> int:
         f"{arch}, batch {f.batch_size.value}, {f.image_size.value}x{f.image_size.value}, {f.dtype.value}, "
         f"{f.steps.value} timed steps; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
-    r = bench_jax(arch, f.batch_size.value, f.image_size.value, f.steps.value, f.dtype.value)
+    r = bench_jax(
+        arch,
+        f.batch_size.value,
+        f.image_size.value,
+        f.steps.value,
+        f.dtype.value,
+        profile=f.profile.value,
+    )
     print(
         f"jaxcnn on {r['devices']}: compile train {r['train_compile_s']:.1f} s, "
         f"infer {r['infer_compile_s']:.1f} s"
@@ -188,6 +218,8 @@ def main(argv: list[str], f: cli.Flags) -> int:
     if "device_peak_mib" in r:
         mem += f", device peak {r['device_peak_mib']:.0f} MiB"
     print(mem)
+    if f.profile.value:
+        print(f"profile of 3 train + 3 inference steps in {f.profile.value}")
     if f.compare.value == "torchvision":
         t = bench_torchvision(
             arch, f.batch_size.value, f.image_size.value, f.steps.value, f.dtype.value

@@ -111,9 +111,12 @@ def definers(fv: flags.FlagValues) -> Flags:
     return Flags(**{k: functools.partial(fn, flag_values=fv) for k, fn in kinds.items()})
 
 
-def define_run_flags(fv: flags.FlagValues, *, batch_size: bool = True) -> dict[str, Any]:
-    """The flags of the commands that read a trained run: --workdir, --checkpoint, --data_dir and
-    (unless `batch_size=False`) --batch_size. Returns them by name, for a `Flags` namespace."""
+def define_run_flags(
+    fv: flags.FlagValues, *, batch_size: bool = True, weights: bool = True
+) -> dict[str, Any]:
+    """The flags of the commands that read a trained run: --workdir, --checkpoint, --data_dir,
+    (unless `weights=False`) --weights=raw|ema and (unless `batch_size=False`) --batch_size.
+    Returns them by name, for a `Flags` namespace."""
     d = definers(fv)
     out = {
         "workdir": d.string("workdir", None, "Run directory written by jaxcnn.train."),
@@ -122,9 +125,37 @@ def define_run_flags(fv: flags.FlagValues, *, batch_size: bool = True) -> dict[s
         ),
         "data_dir": d.string("data_dir", None, "TFDS data dir (default: the run's)."),
     }
+    if weights:
+        out["weights"] = d.enum("weights", "raw", ["raw", "ema"], WEIGHTS_HELP)
     if batch_size:
         out["batch_size"] = d.integer("batch_size", 256, "Images per forward pass.")
     return out
+
+
+WEIGHTS_HELP = (
+    "Which weights of the checkpoint: raw (the trained ones) or ema (their moving average, "
+    "kept by runs trained with --config.ema_decay)."
+)
+
+
+def split_weights(workdir: str | None, weights: str | None) -> tuple[str | None, str]:
+    """(published weights, which weights of the run) of predict's / export's `--weights`, which
+    names published weights (torchvision:NAME, ...) without `--workdir` and raw | ema with it.
+
+    Raises:
+        UsageError: neither or both of a run and published weights.
+    """
+    run_choice = weights in (None, "raw", "ema")
+    if workdir and not run_choice:
+        raise UsageError(
+            f"--weights={weights} names published weights; with --workdir it takes raw or ema"
+        )
+    if not workdir and run_choice:
+        raise UsageError(
+            "pass either --workdir (a trained run) or --weights (published weights: "
+            "torchvision:NAME, timm:NAME)"
+        )
+    return (None, weights or "raw") if workdir else (weights, "raw")
 
 
 def check_positive(f: Flags, *names: str) -> None:

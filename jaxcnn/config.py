@@ -31,13 +31,27 @@ def get_config() -> ml_collections.ConfigDict:
     # Off for the default 2-epoch run (it learns faster without; measured 0.877 with vs 0.901 without
     # on Fashion-MNIST); recipes for long runs (experiments/) turn it on.
     c.augment = False
+    # Policies on top of crop + flip (jaxcnn/data/augment.py; README "Training recipes"), off by
+    # default, applied whether or not `augment` is: RandAugment in timm's notation
+    # ("rand-m9-n2-mstd0.5") or "trivial" (TrivialAugment's sampling on Keras's ops), or AugMix
+    # ("augmix-m3-w3-d3"), not both; and random erasing with this probability per image.
+    c.randaugment = ml_collections.config_dict.placeholder(str)
+    c.augmix = ml_collections.config_dict.placeholder(str)
+    c.random_erasing = 0.0
+    # Mixup / CutMix on device in the train step, timm's batch mode (jaxcnn/training/mixing.py):
+    # Beta(alpha, alpha) mixing weights, 0 turns each off; with both on, CutMix is chosen with
+    # probability mixup_switch_prob; mixup_prob is the chance a batch is mixed at all.
+    c.mixup_alpha = 0.0
+    c.cutmix_alpha = 0.0
+    c.mixup_prob = 1.0
+    c.mixup_switch_prob = 0.5
     # Length: `steps` (if set) wins over `epochs`.
     c.epochs = 2
     c.steps = ml_collections.config_dict.placeholder(int)
     c.batch_size = 128  # global, over all devices and processes
     c.eval_batch_size = ml_collections.config_dict.placeholder(int)  # None: batch_size
     # Optimisation.
-    c.optimizer = "sgd"  # sgd | adamw | rmsprop
+    c.optimizer = "sgd"  # sgd | adamw | rmsprop | lamb
     c.lr = 0.1
     c.momentum = 0.9
     c.nesterov = True
@@ -52,10 +66,23 @@ def get_config() -> ml_collections.ConfigDict:
     c.plateau_factor = 0.1  # plateau: multiply the lr by this ...
     c.plateau_patience = 5  # ... after this many evaluations without improvement
     c.plateau_threshold = 1e-3
+    # An exponential moving average of the parameters and BatchNorm statistics (None: off; timm's
+    # --model-ema-decay 0.9998), with timm ModelEmaV3's warm-up of the decay when ema_warmup.
+    c.ema_decay = ml_collections.config_dict.placeholder(float)
+    c.ema_warmup = True
+    # Micro-batches per step: the batch is split in this many parts whose gradients are summed
+    # before one update (the same global batch in 1/k of the activation memory).
+    c.grad_accum_steps = 1
+    # Consecutive steps with a non-finite loss or gradient that are skipped before the run stops;
+    # None: 0 for float32 / bfloat16 (the first one stops it), 20 for float16, whose dynamic loss
+    # scale halves at every overflow.
+    c.max_skipped_steps = ml_collections.config_dict.placeholder(int)
     # Bookkeeping.
     c.seed = 0
     c.log_every_steps = 50
     c.eval_every_epochs = 1
     c.checkpoint_every_steps = 500
     c.keep_checkpoints = 3
+    # "10,20": a jax.profiler trace of steps 10 to 20 into the run's profile/ folder.
+    c.profile_steps = ml_collections.config_dict.placeholder(str)
     return c

@@ -44,7 +44,8 @@ def define_flags(fv: flags.FlagValues) -> cli.Flags:
             "weights",
             None,
             "Published weights instead of a run: torchvision:NAME, timm:NAME or a jaxcnn name "
-            "(its default torchvision weights); they must be in the weights cache or fetchable.",
+            "(its default torchvision weights); they must be in the weights cache or fetchable. "
+            "With --workdir: raw (default) or ema, the run's EMA weights.",
         ),
         format=d.enum("format", None, list(exporting.FORMATS), "What to write."),
         output=d.string("output", None, "The directory to write (created; must be empty)."),
@@ -66,8 +67,7 @@ def define_flags(fv: flags.FlagValues) -> cli.Flags:
 
 def main(argv: list[str], f: cli.Flags) -> int:
     del argv
-    if (f.workdir.value is None) == (f.weights.value is None):
-        raise cli.UsageError("give exactly one of --workdir (a trained run) or --weights")
+    published, which = cli.split_weights(f.workdir.value, f.weights.value)
     if f.format.value is None:
         raise cli.UsageError(f"--format is required: one of {', '.join(exporting.FORMATS)}")
     if not f.output.value:
@@ -80,16 +80,16 @@ def main(argv: list[str], f: cli.Flags) -> int:
             f"--platforms takes some of {','.join(exporting.PLATFORMS)}, got {f.platforms.value!r}"
         )
     exporting.check_output_dir(f.output.value, f.overwrite.value)  # before loading anything
-    if f.workdir.value is not None:
+    if f.workdir.value:
         cli.require_run(f.workdir.value)  # before JAX and TensorFlow start
     from jaxcnn.serving.classifier import Classifier
 
-    if f.workdir.value is not None:
+    if f.workdir.value:
         classifier = Classifier.from_run(
-            f.workdir.value, f.checkpoint.value, data_dir=f.data_dir.value
+            f.workdir.value, f.checkpoint.value, data_dir=f.data_dir.value, weights=which
         )
     else:
-        classifier = Classifier.from_weights(f.weights.value)
+        classifier = Classifier.from_weights(published)
     paths = exporting.export(
         classifier,
         f.format.value,

@@ -69,7 +69,9 @@ def main(argv: list[str], f: cli.Flags) -> int:
     cli.require_run(f.workdir.value)  # before JAX and TensorFlow start
     from jaxcnn import rundir
 
-    run = load_run(f.workdir.value, f.checkpoint.value, data_dir=f.data_dir.value)
+    run = load_run(
+        f.workdir.value, f.checkpoint.value, data_dir=f.data_dir.value, weights=f.weights.value
+    )
     taps = available_taps(run.model, run.image_size, run.channels)
     tap, split = f.tap.value, f.split.value
     check_tap(taps, tap)

@@ -60,7 +60,9 @@ def main(argv: list[str], f: cli.Flags) -> int:
     from jaxcnn.analysis.pictures import save_png
 
     tap, k, bs, data_dir = f.tap.value, f.k.value, f.batch_size.value, f.data_dir.value
-    run = lib.load_run(f.workdir.value, f.checkpoint.value, data_dir=data_dir)
+    run = lib.load_run(
+        f.workdir.value, f.checkpoint.value, data_dir=data_dir, weights=f.weights.value
+    )
     lib.check_tap(lib.available_taps(run.model, run.image_size, run.channels), tap)
     info = run.dataset
     if k > info.num_train:

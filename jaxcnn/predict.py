@@ -27,7 +27,7 @@ POSITIONAL = True  # the images
 
 def define_flags(fv: flags.FlagValues) -> cli.Flags:
     d = cli.definers(fv)
-    run = cli.define_run_flags(fv, batch_size=False)
+    run = cli.define_run_flags(fv, batch_size=False, weights=False)
     run["batch_size"] = d.integer("batch_size", 32, "Images per forward pass.")
     return cli.Flags(
         **run,
@@ -35,7 +35,8 @@ def define_flags(fv: flags.FlagValues) -> cli.Flags:
             "weights",
             None,
             "Published weights instead of a run: torchvision:NAME, timm:NAME or a jaxcnn name "
-            "(its default torchvision weights); they must be in the weights cache or fetchable.",
+            "(its default torchvision weights); they must be in the weights cache or fetchable. "
+            "With --workdir: raw (default) or ema, the run's EMA weights.",
         ),
         top_k=d.integer("top_k", 5, "How many classes to show per image."),
         format=d.enum("format", "table", ["table", "csv", "json"], "Output format."),
@@ -73,10 +74,7 @@ def main(argv: list[str], f: cli.Flags) -> int:
     if not images:
         raise cli.UsageError("name one or more images or folders of images to classify")
     cli.check_positive(f, "batch_size", "top_k")
-    if bool(f.workdir.value) == bool(f.weights.value):
-        raise cli.UsageError(
-            "pass either --workdir (a trained run) or --weights (published weights)"
-        )
+    published, which = cli.split_weights(f.workdir.value, f.weights.value)
     if f.workdir.value:
         cli.require_run(f.workdir.value)  # before JAX and TensorFlow start
     from jaxcnn import rundir
@@ -84,9 +82,11 @@ def main(argv: list[str], f: cli.Flags) -> int:
 
     files = image_files(images)  # a missing path is one line, before the network is loaded
     if f.workdir.value:
-        clf = Classifier.from_run(f.workdir.value, f.checkpoint.value, data_dir=f.data_dir.value)
+        clf = Classifier.from_run(
+            f.workdir.value, f.checkpoint.value, data_dir=f.data_dir.value, weights=which
+        )
     else:
-        clf = Classifier.from_weights(f.weights.value)
+        clf = Classifier.from_weights(published)
     predictions = clf.predict(
         files, f.top_k.value, batch_size=f.batch_size.value, progress=len(files) > 100
     )

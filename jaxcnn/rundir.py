@@ -45,6 +45,9 @@ CHECKPOINTS = "checkpoints"
 # The two checkpoint series of a run: the latest saves (to resume) and the best by eval accuracy.
 SERIES = ("latest", "best")
 # Settings a resumed run must share with the run that wrote the checkpoints.
+# Which weights of a checkpoint the commands that read a run use (`--weights`).
+WEIGHTS = ("raw", "ema")
+
 RESUME_KEYS = (
     "arch",
     "arch_options",
@@ -54,6 +57,7 @@ RESUME_KEYS = (
     "seed",
     "optimizer",
     "dtype",
+    "ema_decay",  # the checkpoint holds an EMA or not (None in runs from before it existed)
 )
 
 
@@ -447,14 +451,23 @@ class RunDir:
         finally:
             ckpt.close()
 
-    def restore_variables(self, which: str = "latest") -> tuple[dict[str, Any], int]:
+    def restore_variables(
+        self, which: str = "latest", weights: str = "raw"
+    ) -> tuple[dict[str, Any], int]:
         """(`{"params", "batch_stats"}` of the newest save of a series, its step), on this host.
 
+        Args:
+            which: the series, "latest" or "best".
+            weights: "raw", the trained weights, or "ema", their moving average (runs trained
+                with `--config.ema_decay`).
+
         Raises:
-            RunDirError: the series has no checkpoint.
+            RunDirError: the series has no checkpoint, or no EMA when `weights="ema"`.
         """
         if which not in SERIES:
             raise RunDirError(f"unknown checkpoint {which!r}; valid: {', '.join(SERIES)}")
+        if weights not in WEIGHTS:
+            raise RunDirError(f"unknown --weights {weights!r}; valid: {', '.join(WEIGHTS)}")
         if not self.has_checkpoint(which):
             raise RunDirError(f"no {which} checkpoint in {self.path / CHECKPOINTS / which}")
         ckpt = self.checkpointer(create=False)
@@ -463,6 +476,13 @@ class RunDir:
             tree, _ = ckpt.restore(None, step, which=which)
         finally:
             ckpt.close()
+        if weights == "ema":
+            if "ema" not in tree:
+                raise RunDirError(
+                    f"the run in {self.path} keeps no EMA of its weights (it was trained without "
+                    "--config.ema_decay); use --weights=raw"
+                )
+            tree = tree["ema"]
         variables = {"params": tree["params"]}
         if tree.get("batch_stats"):
             variables["batch_stats"] = tree["batch_stats"]

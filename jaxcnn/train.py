@@ -104,7 +104,7 @@ def define_flags(fv: flags.FlagValues) -> cli.Flags:
             "Input side in pixels (default: the dataset's own size, or the arch's).",
         ),
         lr=d.float("lr", None, "Peak learning rate."),
-        optimizer=d.enum("optimizer", None, ["sgd", "adamw", "rmsprop"], "Optimizer."),
+        optimizer=d.enum("optimizer", None, ["sgd", "adamw", "rmsprop", "lamb"], "Optimizer."),
         schedule=d.enum(
             "schedule",
             None,

@@ -60,7 +60,12 @@ def _load_weights(f: cli.Flags) -> tuple[str, Any, dict, int, int, str]:
         from jaxcnn import rundir
         from jaxcnn.analysis.features import load_run
 
-        run = load_run(f.workdir.value, f.checkpoint.value, data_dir=f.data_dir.value)
+        run = load_run(
+            f.workdir.value,
+            f.checkpoint.value,
+            data_dir=f.data_dir.value,
+            weights=f.weights.value,
+        )
         return (
             f"{run.arch} of {f.workdir.value} at step {run.step} ({run.checkpoint})",
             run.model,

@@ -66,7 +66,11 @@ def read_run_config(workdir: rundir.PathLike) -> dict[str, Any]:
 
 
 def load_run(
-    workdir: rundir.PathLike, checkpoint: str = "latest", *, data_dir: str | None = None
+    workdir: rundir.PathLike,
+    checkpoint: str = "latest",
+    *,
+    data_dir: str | None = None,
+    weights: str = "raw",
 ) -> Run:
     """Loads a run's model and weights (on this host's first device, whatever trained it).
 
@@ -74,6 +78,8 @@ def load_run(
         workdir: a directory written by `python -m jaxcnn.train`.
         checkpoint: "latest" (the newest save) or "best" (best validation accuracy).
         data_dir: TFDS data dir; None: the one in the run's config.
+        weights: "raw" (the trained weights) or "ema" (their moving average, for runs trained
+            with `--config.ema_decay`).
 
     Raises:
         RunError: missing directory, config or checkpoint (the message says which).
@@ -104,7 +110,7 @@ def load_run(
         dtype=DTYPES[cfg.get("dtype", "float32")],
         **(cfg.get("arch_options") or {}),
     )
-    variables, step = run.restore_variables(checkpoint)
+    variables, step = run.restore_variables(checkpoint, weights)
     return Run(run.path, arch, cfg, info, image_size, model, variables, step, checkpoint)
 
 

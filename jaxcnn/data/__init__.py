@@ -1,6 +1,6 @@
 """Input pipelines: TFDS / tf.data sources and batches (TensorFlow on the CPU only)."""
 
-from jaxcnn.data import folder, sources
+from jaxcnn.data import augment, folder, sources
 from jaxcnn.data.folder import FolderError
 from jaxcnn.data.pipeline import eval_batches, steps_per_epoch, train_batches
 from jaxcnn.data.sources import (
@@ -19,6 +19,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetUnavailableError",
     "FolderError",
+    "augment",
     "dataset_info",
     "ensure_prepared",
     "folder",

@@ -10,6 +10,13 @@ another size continues the same stream. The price: every process reads the whole
 decodes only its own rows), where reading disjoint shards would read 1/P of it; for the datasets
 jaxcnn trains on this is small next to the step time, and it is what makes resuming on another
 topology exact.
+
+Augmentation: with `augment`, a random crop (pad-and-crop for small images, Inception's
+random-resized crop for others) and a horizontal flip; with a `jaxcnn.data.augment.Policy`,
+RandAugment or AugMix on top of that on the 0..255 image and random erasing after normalisation.
+The policy applies whenever it is set; crop + flip only with `augment` (without it the policy acts
+on the eval transform's image). The policy's draws come from a fold of the example's seed, so runs
+without one are bit-identical to the pipeline before policies existed.
 """
 
 import math
@@ -17,6 +24,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from jaxcnn.data.augment import Policy, apply_after_normalize, apply_before_normalize
 from jaxcnn.data.sources import DatasetInfo, decode_example, load_split
 from jaxcnn.data.tf import tf
 
@@ -48,8 +56,8 @@ def _is_small(info: DatasetInfo) -> bool:
     return info.fixed_size is not None and info.fixed_size <= SMALL_IMAGE_MAX
 
 
-def _train_preprocess(image, seed, info: DatasetInfo, image_size: int):
-    """Random augmentation of one uint8 image; `seed` is a stateless (2,) int seed."""
+def _crop_flip(image, seed, info: DatasetInfo, image_size: int):
+    """The random crop and horizontal flip of one uint8 image; `seed` is a stateless (2,) int seed."""
     seeds = tf.random.experimental.stateless_split(seed, 3)
     channels = info.image_shape[-1]
     if _is_small(info):
@@ -72,8 +80,35 @@ def _train_preprocess(image, seed, info: DatasetInfo, image_size: int):
         )
         image = tf.slice(image, begin, size)
         image = tf.image.resize(image, (image_size, image_size), antialias=True)
-    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
-    return _normalize(image, info)
+    return tf.image.stateless_random_flip_left_right(image, seeds[1])
+
+
+# The policy's seed: this fold of the example's seed (the crop and flip keep theirs).
+_POLICY_FOLD = 0x706F6C  # "pol"
+
+
+def _train_preprocess(
+    image, seed, info: DatasetInfo, image_size: int, policy: Policy | None = None, *, crop_flip=True
+):
+    """Random augmentation of one uint8 image; `seed` is a stateless (2,) int seed.
+
+    `crop_flip`: the random crop and flip (else the eval transform's resize); `policy`: RandAugment
+    / AugMix before normalisation, random erasing after (see the module docstring).
+    """
+    image = (
+        _crop_flip(image, seed, info, image_size)
+        if crop_flip
+        else eval_resize(image, info, image_size)
+    )
+    if policy is None:
+        return _normalize(image, info)
+    before, after = tf.unstack(
+        tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(seed, _POLICY_FOLD), 2
+        )
+    )
+    image = apply_before_normalize(image, before, policy)
+    return apply_after_normalize(_normalize(image, info), after, policy)
 
 
 def eval_resize(image, info: DatasetInfo, image_size: int) -> "tf.Tensor":
@@ -144,11 +179,14 @@ def train_batches(
     process_index: int = 0,
     process_count: int = 1,
     augment: bool = True,
+    policy: Policy | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches of this process's share, starting at global step `start_step`.
 
     The global batch of every step depends on (`seed`, step) only; this process gets its rows
-    of it (see the module docstring).
+    of it (see the module docstring). `augment`: random crop + flip; `policy`
+    (`jaxcnn.data.augment.Policy.from_config`): RandAugment / AugMix / random erasing, applied
+    whether or not `augment` is.
 
     Yields:
         `{"image": float32 (B, S, S, C), "label": int32 (B,)}` with B = global_batch / process_count.
@@ -174,8 +212,8 @@ def train_batches(
             s = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + epoch, index])
             image = decode_example(ex, info)
             image = (
-                _train_preprocess(image, s, info, image_size)
-                if augment
+                _train_preprocess(image, s, info, image_size, policy, crop_flip=augment)
+                if augment or policy is not None
                 else _eval_preprocess(image, info, image_size)
             )
             return {"image": image, "label": tf.cast(ex["label"], tf.int32)}

@@ -141,7 +141,12 @@ class Classifier:
 
     @classmethod
     def from_run(
-        cls, workdir: Any, checkpoint: str = "latest", *, data_dir: str | None = None
+        cls,
+        workdir: Any,
+        checkpoint: str = "latest",
+        *,
+        data_dir: str | None = None,
+        weights: str = "raw",
     ) -> "Classifier":
         """A run's network (its latest or best checkpoint) with the run's eval transform and
         class names: those its checkpoint records, so that neither the dataset nor the folder
@@ -156,8 +161,8 @@ class Classifier:
 
         data = rundir.RunDir(workdir).checkpoint_meta(checkpoint).get("data")
         if data is not None and "image_shape" in data:  # no dataset needed on this machine
-            return cls._from_checkpoint(workdir, checkpoint, data)
-        run = load_run(workdir, checkpoint, data_dir=data_dir)
+            return cls._from_checkpoint(workdir, checkpoint, data, weights)
+        run = load_run(workdir, checkpoint, data_dir=data_dir, weights=weights)
         info = run.dataset
         names = tuple(info.class_names) or tuple(str(i) for i in range(info.num_classes))
         small = pipeline._is_small(info)
@@ -171,7 +176,9 @@ class Classifier:
         return cls(run.model, run.variables, names, preprocess, str(run.workdir))
 
     @classmethod
-    def _from_checkpoint(cls, workdir: Any, checkpoint: str, data: dict[str, Any]) -> "Classifier":
+    def _from_checkpoint(
+        cls, workdir: Any, checkpoint: str, data: dict[str, Any], weights: str = "raw"
+    ) -> "Classifier":
         from jaxcnn import rundir
         from jaxcnn.data import DatasetInfo, pipeline
         from jaxcnn.models import create_model, get_model_info
@@ -186,7 +193,7 @@ class Classifier:
             dtype=DTYPES[cfg.get("dtype", "float32")],
             **(cfg.get("arch_options") or {}),
         )
-        variables, _ = run.restore_variables(checkpoint)
+        variables, _ = run.restore_variables(checkpoint, weights)
         shape = tuple(data["image_shape"])
         info = DatasetInfo(data["dataset"], len(names), shape, "", "", 0, 0, (), ())
         preprocess = Preprocess(

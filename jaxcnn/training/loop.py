@@ -19,7 +19,15 @@ from jaxcnn import data, rundir
 from jaxcnn.models import create_model
 from jaxcnn.training import optim, sharding
 from jaxcnn.training.finetune import fine_tuning
-from jaxcnn.training.plan import DTYPES, RunPlan, plan_run, resolve_image_size, validate
+from jaxcnn.training.mixing import MixSpec
+from jaxcnn.training.plan import (
+    DTYPES,
+    RunPlan,
+    parse_profile_steps,
+    plan_run,
+    resolve_image_size,
+    validate,
+)
 from jaxcnn.training.program import Program, build_program, flag_value
 from jaxcnn.training.report import Reporter
 from jaxcnn.training.steps import TrainState
@@ -33,6 +41,8 @@ __all__ = [
     "actions_at",
     "check_finite",
     "build_run",
+    "default_max_skipped",
+    "parse_profile_steps",
     "evaluate",
     "prepare_dataset_once",
     "resolve_image_size",
@@ -54,6 +64,7 @@ class RunResult:
     eval_loss: float | None
     interrupted: bool
     workdir: str
+    ema_accuracy: float | None = None  # of the EMA of the weights, when the run keeps one
 
 
 @dataclasses.dataclass
@@ -62,6 +73,9 @@ class Progress:
 
     plateau: optim.PlateauState
     best_accuracy: float = -1.0
+    # Steps skipped for a non-finite loss or gradient: in all, and in a row up to the last step.
+    skipped_steps: int = 0
+    skip_streak: int = 0
 
     @classmethod
     def fresh(cls, cfg: Any) -> "Progress":
@@ -71,7 +85,12 @@ class Progress:
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> "Progress":
-        return cls(optim.PlateauState(**meta["plateau"]), meta["best_accuracy"])
+        return cls(
+            optim.PlateauState(**meta["plateau"]),
+            meta["best_accuracy"],
+            meta.get("skipped_steps", 0),  # absent in checkpoints of jaxcnn before 0.3
+            meta.get("skip_streak", 0),
+        )
 
     def meta(self, step: int, epoch: float) -> dict[str, Any]:
         return {
@@ -79,6 +98,8 @@ class Progress:
             "epoch": epoch,
             "best_accuracy": self.best_accuracy,
             "plateau": dataclasses.asdict(self.plateau),
+            "skipped_steps": self.skipped_steps,
+            "skip_streak": self.skip_streak,
         }
 
     def record(self, accuracy: float) -> bool:
@@ -121,16 +142,72 @@ def data_meta(plan: RunPlan) -> dict[str, Any]:
     }
 
 
-def check_finite(rows: list[dict[str, Any]], step: int) -> None:
-    """TrainingError naming the first non-finite step of `rows`, the metrics of the steps up to
-    `step`; the train step did not apply that update, and nothing after it is saved."""
-    finite = [bool(m["finite"]) for m in rows]
-    if not all(finite):
-        bad = step - len(rows) + finite.index(False) + 1
-        raise TrainingError(
-            f"non-finite loss or gradient at step {bad}: training stopped, the update was not "
-            f"applied and nothing after step {bad - 1} was checkpointed. Lower --lr or check the data."
+def default_max_skipped(dtype: str) -> int:
+    """Consecutive non-finite steps a run skips before it stops, unless `max_skipped_steps` says:
+    none in float32 / bfloat16, where one is a divergence; 20 in float16, where an overflow is
+    how the dynamic loss scale finds its level (each one halves it: 20 take 2**15 below 1/16)."""
+    return 20 if dtype == "float16" else 0
+
+
+def recipe_summary(cfg: Any) -> str:
+    """One line naming the recipe pieces a run uses beyond the plain step ("" when none)."""
+    parts = []
+    if cfg.ema_decay is not None:
+        parts.append(
+            f"EMA of the weights, decay {cfg.ema_decay:g}" + (" with warm-up" * cfg.ema_warmup)
         )
+    mixing = MixSpec.from_config(cfg)
+    if mixing.enabled:
+        kinds = [f"Mixup alpha {mixing.mixup_alpha:g}"] * (mixing.mixup_alpha > 0)
+        kinds += [f"CutMix alpha {mixing.cutmix_alpha:g}"] * (mixing.cutmix_alpha > 0)
+        parts.append(
+            " / ".join(kinds)
+            + f" (batch probability {mixing.prob:g}"
+            + (f", switch {mixing.switch_prob:g}" if len(kinds) == 2 else "")
+            + ")"
+        )
+    if cfg.dtype == "float16":
+        parts.append("float16 with dynamic loss scaling")
+    if cfg.grad_accum_steps > 1:
+        parts.append(f"{cfg.grad_accum_steps} micro-batches per step")
+    return "; ".join(parts)
+
+
+def check_finite(
+    rows: list[dict[str, Any]], step: int, streak: int = 0, max_skipped: int = 0
+) -> tuple[int, list[int]]:
+    """The non-finite policy over `rows`, the metrics of the steps up to `step`.
+
+    The train step applied none of the non-finite updates. Up to `max_skipped` of them in a row
+    are tolerated (skipped); one more stops the run with a TrainingError naming the step, before
+    anything after it can be saved.
+
+    Args:
+        rows: per-step metrics with `finite`.
+        step: the step of the last row.
+        streak: non-finite steps in a row just before the first row.
+        max_skipped: how many in a row are skipped rather than fatal.
+
+    Returns:
+        (the streak after the last row, the steps of `rows` that were skipped).
+    """
+    first = step - len(rows) + 1
+    skipped = []
+    for i, m in enumerate(rows):
+        if bool(m["finite"]):
+            streak = 0
+            continue
+        streak += 1
+        bad = first + i
+        if streak > max_skipped:
+            run = f" (the last of {streak} in a row)" if streak > 1 else ""
+            raise TrainingError(
+                f"non-finite loss or gradient at step {bad}{run}: training stopped, the update "
+                f"was not applied and nothing after step {bad - 1} was checkpointed. Lower --lr "
+                "or check the data."
+            )
+        skipped.append(bad)
+    return streak, skipped
 
 
 def build_run(plan: RunPlan, mesh: jax.sharding.Mesh, report: Reporter) -> tuple[Program, Any]:
@@ -150,6 +227,7 @@ def build_run(plan: RunPlan, mesh: jax.sharding.Mesh, report: Reporter) -> tuple
         )
     schedule = optim.make_schedule(cfg, plan.steps_per_epoch, plan.total_steps)
     tx = optim.make_optimizer(cfg, schedule, tuning.labels)
+    mixing = MixSpec.from_config(cfg)
     program = build_program(
         model,
         tx,
@@ -158,12 +236,21 @@ def build_run(plan: RunPlan, mesh: jax.sharding.Mesh, report: Reporter) -> tuple
         mesh=mesh,
         label_smoothing=cfg.label_smoothing,
         frozen_stats=tuning.frozen_stats,
+        mixing=mixing if mixing.enabled else None,
+        ema_decay=cfg.ema_decay,
+        ema_warmup=cfg.ema_warmup,
+        loss_scale=cfg.dtype == "float16",
+        grad_accum_steps=cfg.grad_accum_steps,
     )
     return program, schedule
 
 
-def evaluate(plan: RunPlan, program: Program, state: TrainState) -> dict[str, float]:
-    """Accuracy and mean loss over the whole eval split, every example exactly once."""
+def evaluate(
+    plan: RunPlan, program: Program, state: TrainState, *, ema: bool = False
+) -> dict[str, float]:
+    """Accuracy and mean loss over the whole eval split, every example exactly once (of the EMA
+    of the weights with `ema=True`)."""
+    step_fn = program.eval_ema if ema else program.eval
     sums = None
     for local in data.eval_batches(
         plan.dataset,
@@ -173,7 +260,7 @@ def evaluate(plan: RunPlan, program: Program, state: TrainState) -> dict[str, fl
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     ):
-        out = program.eval(state, program.shard(local))
+        out = step_fn(state, program.shard(local))
         sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
     count = int(sums["count"])
@@ -209,6 +296,8 @@ def restore_or_init(
             params=program.replicate(merged["params"]),
             batch_stats=program.replicate(merged.get("batch_stats", {})),
         )
+        if state.ema is not None:  # the average starts from the weights it fine-tunes
+            state = state.replace(ema=state.variables())
         report.say(f"--init_from={plan.cfg.init_from}: {restore_report}")
     return state, Progress.fresh(plan.cfg), 0
 
@@ -225,25 +314,54 @@ class _Loop:
     report: Reporter
 
     def log_train(
-        self, state: TrainState, rows: list[dict[str, Any]], step: int, dt: float
+        self,
+        state: TrainState,
+        rows: list[dict[str, Any]],
+        step: int,
+        dt: float,
+        skipped: list[int],
+        progress: Progress,
     ) -> None:
-        loss = float(np.mean([m["loss"] for m in rows]))
-        acc = float(np.mean([m["accuracy"] for m in rows]))
+        # Means over the steps that were applied: a skipped step's loss is inf or nan.
+        good = [m for m in rows if bool(m["finite"])] or rows
+        loss = float(np.mean([m["loss"] for m in good]))
+        acc = float(np.mean([m["accuracy"] for m in good]))
         rate = len(rows) * self.plan.cfg.batch_size / dt
         # The rate of the step just taken: the schedule times the plateau scale.
         lr = float(self.schedule(step - 1)) * float(optim.lr_scale(state.opt_state))
-        self.log.write(step, "train", loss=loss, accuracy=acc, lr=lr, images_per_sec=rate)
+        extra = {}
+        if "loss_scale" in rows[-1]:
+            extra["loss_scale"] = float(rows[-1]["loss_scale"])
+        if skipped:
+            progress.skipped_steps += len(skipped)
+            extra["skipped"] = len(skipped)
+            scale = f"; loss scale now {extra['loss_scale']:g}" if "loss_scale" in extra else ""
+            steps = ", ".join(map(str, skipped[:5])) + (" ..." if len(skipped) > 5 else "")
+            self.report.say(
+                f"skipped {len(skipped)} step(s) with a non-finite loss or gradient ({steps}){scale}"
+                f"; {progress.skipped_steps} skipped in all"
+            )
+        self.log.write(step, "train", loss=loss, accuracy=acc, lr=lr, images_per_sec=rate, **extra)
         self.report.train_metrics(loss, acc, rate)
+
+    def evaluate_all(self, state: TrainState) -> dict[str, float]:
+        """The eval metrics of the weights and, when the run keeps one, of their EMA (`ema_`)."""
+        result = evaluate(self.plan, self.program, state)
+        if self.program.eval_ema is not None:
+            ema = evaluate(self.plan, self.program, state, ema=True)
+            result |= {f"ema_{k}": v for k, v in ema.items()}
+        return result
 
     def eval_and_save(self, state: TrainState, progress: Progress, step: int) -> tuple:
         plan = self.plan
-        result = evaluate(plan, self.program, state)
+        result = self.evaluate_all(state)
         self.log.write(step, "eval", epoch=plan.epoch(step), **result)
         self.report.evaluated(step, plan.epoch(step), result)
         if plan.cfg.schedule == "plateau" and progress.plateau.update(result["accuracy"]):
             scale = progress.plateau.scale
             state = state.replace(opt_state=optim.with_lr_scale(state.opt_state, scale))
             self.report.say(f"validation accuracy plateaued: lr scale now {scale:g}")
+        # The best checkpoint is the best of the trained weights (its EMA rides along).
         best = progress.record(result["accuracy"])
         self.save(state, progress, step, best=best)
         return state, result
@@ -267,28 +385,72 @@ class _Loop:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             augment=cfg.augment,
+            policy=data.augment.Policy.from_config(cfg),
         )
+        max_skipped = cfg.max_skipped_steps
+        if max_skipped is None:
+            max_skipped = default_max_skipped(cfg.dtype)
+        profile = _Profiler(plan, self.report)
         self.report.start(plan.total_steps, start, f"{plan.model_info.name} on {plan.dataset.name}")
         step, pending, last_eval, interrupted, t0 = start, [], None, False, time.perf_counter()
         stop = _StopVote(self.program, should_stop)
-        while step < plan.total_steps and not interrupted:
-            state, metrics = self.program.train(state, self.program.shard(next(batches)))
-            step += 1
-            pending.append(metrics)
-            self.report.advance()
-            interrupted = stop.decide(step)
-            act = actions_at(step, plan, interrupted)
-            if act.log:
-                rows, pending = jax.device_get(pending), []
-                check_finite(rows, step)
-                self.log_train(state, rows, step, time.perf_counter() - t0)
-                t0 = time.perf_counter()
-            if act.eval:
-                state, last_eval = self.eval_and_save(state, progress, step)
-                t0 = time.perf_counter()  # eval time is not training time
-            elif act.save:
-                self.save(state, progress, step)
+        try:
+            while step < plan.total_steps and not interrupted:
+                profile.before(step + 1)
+                state, metrics = self.program.train(state, self.program.shard(next(batches)))
+                step += 1
+                profile.after(step, state)
+                pending.append(metrics)
+                self.report.advance()
+                interrupted = stop.decide(step)
+                act = actions_at(step, plan, interrupted)
+                if act.log:
+                    rows, pending = jax.device_get(pending), []
+                    progress.skip_streak, skipped = check_finite(
+                        rows, step, progress.skip_streak, max_skipped
+                    )
+                    self.log_train(state, rows, step, time.perf_counter() - t0, skipped, progress)
+                    t0 = time.perf_counter()
+                if act.eval:
+                    state, last_eval = self.eval_and_save(state, progress, step)
+                    t0 = time.perf_counter()  # eval time is not training time
+                elif act.save:
+                    self.save(state, progress, step)
+        finally:
+            profile.close()
         return state, step, last_eval, interrupted
+
+
+class _Profiler:
+    """A `jax.profiler` trace of the steps `--config.profile_steps=FIRST,LAST` (on process 0),
+    written under the run's `profile/` folder in TensorBoard's layout
+    (`profile/plugins/profile/<time>/*.xplane.pb`): `tensorboard --logdir RUN/profile` with the
+    tensorboard-plugin-profile package, or `xprof --logdir RUN/profile`, shows it."""
+
+    def __init__(self, plan: RunPlan, report: Reporter):
+        self.steps = parse_profile_steps(plan.cfg.profile_steps)
+        self.dir = str(plan.run.path / "profile")
+        self.report, self.active = report, False
+        if jax.process_index() != 0:
+            self.steps = None
+
+    def before(self, step: int) -> None:
+        if self.steps and step == self.steps[0] and not self.active:
+            jax.profiler.start_trace(self.dir)
+            self.active = True
+
+    def after(self, step: int, state: TrainState) -> None:
+        if self.active and step == self.steps[1]:
+            jax.block_until_ready(
+                state
+            )  # the trace holds the steps' device work, not just dispatch
+            self.close()
+            self.report.say(f"profile of steps {self.steps[0]}-{self.steps[1]} in {self.dir}")
+
+    def close(self) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active = False
 
 
 class _StopVote:
@@ -359,10 +521,22 @@ def train_and_evaluate(
     mesh = sharding.make_mesh()
     for size in (cfg.batch_size, plan.eval_batch_size):
         sharding.check_batch_size(size, mesh)
+    per_device, k = cfg.batch_size // mesh.size, cfg.grad_accum_steps
+    if per_device % k:
+        raise ValueError(
+            f"--batch_size {cfg.batch_size} over {mesh.size} device(s) is {per_device} per "
+            f"device, which does not split into --config.grad_accum_steps={k} micro-batches; use "
+            f"a multiple of {mesh.size * k}"
+        )
     report = Reporter(enabled=jax.process_index() == 0)
     if plan.dataset.record is not None:
         for line in plan.dataset.record.summary():
             report.say(line)
+    policy = data.augment.Policy.from_config(cfg)
+    if policy is not None:
+        report.say(f"Augmentation: {policy.describe()}")
+    if recipe := recipe_summary(cfg):
+        report.say(f"Recipe: {recipe}")
     program, schedule = build_run(plan, mesh, report)
     # Read --init_from before anything is written, so that a bad source leaves no run directory.
     source = loading.load_init(cfg.init_from, plan.model_info.name) if cfg.init_from else None
@@ -377,7 +551,7 @@ def train_and_evaluate(
         loop = _Loop(plan, program, schedule, ckpt, log, report)
         state, step, last_eval, interrupted = loop.run(state, progress, start, should_stop)
         if not interrupted and last_eval is None:  # a finished run resumed, or no final eval step
-            last_eval = evaluate(plan, program, state)
+            last_eval = loop.evaluate_all(state)
     finally:
         report.close()
         ckpt.wait()
@@ -389,8 +563,20 @@ def train_and_evaluate(
             f"--workdir={workdir} to resume."
         )
         return RunResult(step, None, None, True, str(workdir))
+    ema = ""
+    if "ema_accuracy" in last_eval:
+        ema = f"; EMA weights {last_eval['ema_accuracy']:.4f} (loss {last_eval['ema_loss']:.4f})"
     report.say(
         f"Final {plan.dataset.eval_split} accuracy of {cfg.arch} on {plan.dataset.name} after "
-        f"{step} steps: {last_eval['accuracy']:.4f} (loss {last_eval['loss']:.4f})"
+        f"{step} steps: {last_eval['accuracy']:.4f} (loss {last_eval['loss']:.4f}){ema}"
     )
-    return RunResult(step, last_eval["accuracy"], last_eval["loss"], False, str(workdir))
+    if progress.skipped_steps:
+        report.say(f"{progress.skipped_steps} step(s) skipped for a non-finite loss or gradient.")
+    return RunResult(
+        step,
+        last_eval["accuracy"],
+        last_eval["loss"],
+        False,
+        str(workdir),
+        last_eval.get("ema_accuracy"),
+    )

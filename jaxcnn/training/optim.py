@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import optax
 
-OPTIMIZERS = ("sgd", "adamw", "rmsprop")
+OPTIMIZERS = ("sgd", "adamw", "rmsprop", "lamb")
 SCHEDULES = ("constant", "step", "multistep", "cosine", "exponential", "plateau")
 
 
@@ -61,11 +61,12 @@ def decay_mask(params: Any) -> Any:
 def make_optimizer(
     cfg: Any, schedule: Callable[[Any], Any], labels: Any = None
 ) -> optax.GradientTransformation:
-    """SGD (momentum / Nesterov), AdamW or RMSprop with weight decay, then the plateau scale.
+    """SGD (momentum / Nesterov), AdamW, RMSprop or LAMB with weight decay, then the plateau scale.
 
     Reads `cfg.optimizer`, `cfg.momentum`, `cfg.nesterov`, `cfg.weight_decay`,
     `cfg.wd_exclude_bn_bias`, `cfg.backbone_lr_mult`. SGD and RMSprop add L2 decay to the gradient
-    (the ResNet paper's "weight decay of 0.0001"); AdamW decouples it (Loshchilov & Hutter 2019).
+    (the ResNet paper's "weight decay of 0.0001"); AdamW decouples it (Loshchilov & Hutter 2019);
+    LAMB (You et al. 2019; timm's "ResNet strikes back" A1 / A2 recipes) is optax's, decoupled too.
 
     Args:
         cfg: the configuration.
@@ -89,6 +90,8 @@ def make_optimizer(
             optax.add_decayed_weights(wd, mask),
             optax.rmsprop(schedule, decay=0.9, eps=1e-3, momentum=cfg.momentum or None),
         )
+    elif cfg.optimizer == "lamb":
+        tx = optax.lamb(schedule, weight_decay=wd, mask=mask)
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     if labels is not None:

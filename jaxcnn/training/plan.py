@@ -47,6 +47,7 @@ def validate(cfg: Any) -> None:
             raise ValueError(f"unknown {flag} {value!r}; valid: {', '.join(valid)}")
     if not cfg.backbone_lr_mult >= 0:
         raise ValueError(f"--backbone_lr_mult must be >= 0, got {cfg.backbone_lr_mult}")
+    _validate_recipe(cfg)
     if data.folder.is_folder(cfg.dataset):
         data.folder.root_of(cfg.dataset)  # an empty path is refused here
     elif cfg.dataset not in data.OFFLINE:
@@ -61,6 +62,55 @@ def validate(cfg: Any) -> None:
                 f"unknown --dataset {cfg.dataset!r}: not a TFDS dataset nor one of {data.OFFLINE}"
                 + (f"; closest: {', '.join(close)}" if close else "")
             )
+
+
+def _validate_recipe(cfg: Any) -> None:
+    """The settings of the modern recipe pieces: EMA, Mixup / CutMix, augmentation policies,
+    gradient accumulation, the non-finite policy and profiling."""
+    from jaxcnn.training.mixing import MixSpec
+
+    if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
+        raise ValueError(
+            f"--config.ema_decay must be between 0 and 1 (e.g. 0.9998), got {cfg.ema_decay}"
+        )
+    mixing = MixSpec.from_config(cfg)
+    mixing.validate()
+    if mixing.enabled and cfg.batch_size % 2:
+        raise ValueError(
+            f"Mixup / CutMix pair each example with the batch's mirror image: --batch_size must "
+            f"be even, got {cfg.batch_size}"
+        )
+    data.augment.Policy.from_config(cfg)  # ValueError naming the flag for a bad policy
+    k = cfg.grad_accum_steps
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"--config.grad_accum_steps must be a positive integer, got {k!r}")
+    if cfg.batch_size % k:
+        raise ValueError(
+            f"--batch_size {cfg.batch_size} does not split into --config.grad_accum_steps={k} "
+            "equal micro-batches"
+        )
+    if cfg.max_skipped_steps is not None and cfg.max_skipped_steps < 0:
+        raise ValueError(
+            f"--config.max_skipped_steps must be >= 0 (or unset), got {cfg.max_skipped_steps}"
+        )
+    parse_profile_steps(cfg.profile_steps)
+
+
+def parse_profile_steps(spec: str | None) -> tuple[int, int] | None:
+    """`"10,20"` -> (10, 20); None -> None. ValueError (one line) for anything else."""
+    if spec in (None, ""):
+        return None
+    parts = str(spec).split(",")
+    try:
+        first, last = (int(p) for p in parts)
+    except ValueError:
+        first = last = -1
+    if len(parts) != 2 or not 1 <= first <= last:
+        raise ValueError(
+            f"--config.profile_steps must be FIRST,LAST with 1 <= FIRST <= LAST (steps, e.g. "
+            f"10,20), got {spec!r}"
+        )
+    return first, last
 
 
 def image_size_for(arch: str, requested: int | None, info: data.DatasetInfo) -> int:

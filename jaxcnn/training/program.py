@@ -30,12 +30,14 @@ class Program:
         init: `() -> TrainState`, initialised and replicated over the mesh.
         train: `(state, batch) -> (state, metrics)`; `state` is donated.
         eval: `(state, batch) -> {"loss_sum", "correct", "count"}` over the batch's real examples.
+        eval_ema: the same for the EMA of the weights (None when the state keeps no EMA).
     """
 
     mesh: Mesh
     init: Callable[[], TrainState]
     train: Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
     eval: Callable[[TrainState, dict[str, jax.Array]], dict[str, jax.Array]]
+    eval_ema: Callable[[TrainState, dict[str, jax.Array]], dict[str, jax.Array]] | None = None
 
     def any_process(self, flag: bool) -> jax.Array:
         """Whether `flag` is set on any process: a replicated scalar, computed on the devices
@@ -74,6 +76,11 @@ def build_program(
     label_smoothing: float = 0.0,
     aux_weight: float | None = None,
     frozen_stats: Any = None,
+    mixing: Any = None,
+    ema_decay: float | None = None,
+    ema_warmup: bool = True,
+    loss_scale: bool = False,
+    grad_accum_steps: int = 1,
 ) -> Program:
     """Jits the steps of `model` trained with `tx` over `mesh` (nothing is compiled yet).
 
@@ -87,6 +94,11 @@ def build_program(
         aux_weight: weight of auxiliary classifiers' losses; default the network's own
             (`variant.aux_weight`: GoogLeNet 0.3, Inception-v3 0.4; 0 for the others).
         frozen_stats: BatchNorm statistics the train step keeps (`FineTuning.frozen_stats`).
+        mixing: Mixup / CutMix of each batch (`jaxcnn.training.mixing.MixSpec`).
+        ema_decay: keep an EMA of the weights with this decay (None: none).
+        ema_warmup: timm's warm-up of the EMA decay.
+        loss_scale: dynamic loss scaling (float16).
+        grad_accum_steps: micro-batches per step.
     """
     mesh = sharding.make_mesh() if mesh is None else mesh
     rep, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
@@ -97,12 +109,30 @@ def build_program(
         label_smoothing=label_smoothing,
         aux_weight=aux_weight,
         frozen_stats=frozen_stats,
+        mixing=mixing,
+        num_classes=getattr(model, "num_classes", None),
+        ema_decay=ema_decay,
+        ema_warmup=ema_warmup,
+        grad_accum_steps=grad_accum_steps,
     )
+    init = functools.partial(
+        init_train_state,
+        model,
+        tx,
+        seed,
+        input_shape,
+        ema=ema_decay is not None,
+        loss_scale=loss_scale,
+    )
+    ema_eval = functools.partial(eval_step, ema=True)
     return Program(
         mesh=mesh,
-        init=jax.jit(
-            functools.partial(init_train_state, model, tx, seed, input_shape), out_shardings=rep
-        ),
+        init=jax.jit(init, out_shardings=rep),
         train=jax.jit(step, in_shardings=(rep, split), out_shardings=(rep, rep), donate_argnums=0),
         eval=jax.jit(eval_step, in_shardings=(rep, split), out_shardings=rep),
+        eval_ema=(
+            jax.jit(ema_eval, in_shardings=(rep, split), out_shardings=rep)
+            if ema_decay is not None
+            else None
+        ),
     )

@@ -50,9 +50,12 @@ class Reporter:
             )
 
     def evaluated(self, step: int, epoch: float, result: dict[str, Any]) -> None:
+        ema = ""
+        if "ema_accuracy" in result:
+            ema = f"; EMA {result['ema_accuracy']:.4f}, loss {result['ema_loss']:.4f}"
         self.say(
             f"step {step} (epoch {epoch:.2f}): eval accuracy {result['accuracy']:.4f}, "
-            f"loss {result['loss']:.4f}"
+            f"loss {result['loss']:.4f}{ema}"
         )
 
     def close(self) -> None:

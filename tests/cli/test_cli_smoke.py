@@ -51,11 +51,20 @@ def test_summary_runs():
     assert "lenet5 at 32x32x1: 61,706 parameters" in out.stdout
 
 
-def test_bench_runs():
-    out = run_module("bench", "--arch=resnet8", "--batch_size=4", "--image_size=16", "--steps=1")
+def test_bench_runs(tmp_path):
+    out = run_module(
+        "bench",
+        "--arch=resnet8",
+        "--batch_size=4",
+        "--image_size=16",
+        "--steps=1",
+        f"--profile={tmp_path}",
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "resnet8, batch 4, 16x16, float32, 1 timed steps" in out.stdout
     assert "img/s" in out.stdout and "peak host RSS" in out.stdout
+    # The trace, in TensorBoard's profile-plugin layout.
+    assert len(list(tmp_path.glob("plugins/profile/*/*.xplane.pb"))) == 1
 
 
 def test_prepare_runs_and_refuses_an_unknown_dataset():

@@ -384,7 +384,7 @@ def test_export_is_atomic_and_refuses_a_non_empty_directory(classifiers, tmp_pat
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--format=stablehlo", "--output=OUT"], "exactly one of --workdir"),
+        (["--format=stablehlo", "--output=OUT"], "pass either --workdir"),
         (
             [
                 "--workdir=RUN",
@@ -392,7 +392,7 @@ def test_export_is_atomic_and_refuses_a_non_empty_directory(classifiers, tmp_pat
                 "--format=stablehlo",
                 "--output=OUT",
             ],
-            "exactly one of --workdir",
+            "names published weights; with --workdir it takes raw or ema",
         ),
         (["--weights=torchvision:resnet18", "--output=OUT"], "--format is required"),
         # Checked before any weights are read (nothing is downloaded).

@@ -101,7 +101,10 @@ def test_bad_images_get_one_line_each_and_the_rest_is_classified(folder_run, tmp
     "args, message",
     [
         (["x.png"], "pass either --workdir (a trained run) or --weights"),
-        (["--weights=resnet18", "--workdir=/nope", "x.png"], "pass either --workdir"),
+        (
+            ["--weights=resnet18", "--workdir=/nope", "x.png"],
+            "--weights=resnet18 names published weights; with --workdir it takes raw or ema",
+        ),
         (["--workdir=/nope"], "name one or more images"),
         (["--workdir=/nope", "x.png"], "no run directory at /nope"),
     ],
