@@ -24,7 +24,10 @@ What differs from A1, and why:
 - Repeated augmentation x3: not implemented (each image once per epoch).
 - Test crop ratio 0.95 (resize 236, crop 224): jaxcnn evaluates with 0.875 (resize 256, crop 224).
 - LAMB: optax's `lamb` (trust ratio per parameter, decoupled weight decay); norms and biases are
-  exempt from the decay, as timm's optimizer factory exempts 1-D parameters by default.
+  exempt from the decay, as timm's optimizer factory exempts 1-D parameters by default. timm's
+  `Lamb` also clips the global gradient norm at 1.0 (`max_grad_norm`) and, with its default
+  `always_adapt=False`, applies no trust ratio to the parameters without weight decay; optax's
+  clips nothing and adapts every parameter.
 """
 
 from jaxcnn.config import get_config as _default

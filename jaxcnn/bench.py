@@ -188,6 +188,11 @@ def main(argv: list[str], f: cli.Flags) -> int:
     del argv
     cli.check_positive(f, "batch_size", "image_size", "steps")
     arch = jaxcnn_name(f.arch.value)  # UnknownModelError lists the closest names
+    if f.compare.value == "torchvision" and f.dtype.value == "float16":
+        return cli.fail(
+            "--compare=torchvision times torchvision in float32 or bfloat16 (autocast); "
+            "float16 has no counterpart there: use --dtype=float32 or bfloat16"
+        )
     if f.compare.value == "torchvision":
         try:
             import torchvision

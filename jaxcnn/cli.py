@@ -150,6 +150,8 @@ def split_weights(workdir: str | None, weights: str | None) -> tuple[str | None,
         raise UsageError(
             f"--weights={weights} names published weights; with --workdir it takes raw or ema"
         )
+    if not workdir and weights in ("raw", "ema"):
+        raise UsageError(f"--weights={weights} reads a trained run: give --workdir too")
     if not workdir and run_choice:
         raise UsageError(
             "pass either --workdir (a trained run) or --weights (published weights: "

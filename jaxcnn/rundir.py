@@ -44,10 +44,9 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 # The two checkpoint series of a run: the latest saves (to resume) and the best by eval accuracy.
 SERIES = ("latest", "best")
-# Settings a resumed run must share with the run that wrote the checkpoints.
 # Which weights of a checkpoint the commands that read a run use (`--weights`).
 WEIGHTS = ("raw", "ema")
-
+# Settings a resumed run must share with the run that wrote the checkpoints.
 RESUME_KEYS = (
     "arch",
     "arch_options",
@@ -287,6 +286,11 @@ class Checkpointer:
             self.latest.save(step, args=self._args(state, meta))
         if best:
             self.best.save(step, args=self._args(state, meta), force=True)
+
+    def saved_keys(self, step: int, which: str = "latest") -> set[str]:
+        """The top-level keys of the state saved at `step` (read from its metadata, no arrays)."""
+        directory = epath.Path(self._managers[which].directory) / str(step) / "state"
+        return set(ocp.StandardCheckpointHandler().metadata(directory).keys())
 
     def latest_step(self, which: str = "latest") -> int | None:
         """The newest step of a series (None when it has no checkpoint)."""

@@ -104,6 +104,8 @@ def main(argv: list[str], f: cli.Flags) -> int:
         raise cli.UsageError(f"expected one command, {' or '.join(COMMANDS)}; got {got}")
     if bool(f.workdir.value) == bool(f.arch.value):
         raise cli.UsageError("give exactly one of --workdir=RUN or --arch=NAME")
+    if f.arch.value and f.weights.value != "raw":
+        raise cli.UsageError(f"--weights={f.weights.value} reads a trained run: give --workdir")
     cli.check_positive(f, "channels", "scale", "image_size")
     if f.workdir.value:
         cli.require_run(f.workdir.value)  # before JAX and TensorFlow start

@@ -285,8 +285,17 @@ def restore_or_init(
     # before saving again: this run logs those steps anew.
     log.truncate_after(start)
     if start:
-        tree, meta = ckpt.restore(state.as_checkpoint())
+        target = state.as_checkpoint()
+        # A float16 run saved before jaxcnn 0.3 has no loss scale: it resumes with a fresh one.
+        fresh_scale = "loss_scale" in target and "loss_scale" not in ckpt.saved_keys(start)
+        if fresh_scale:
+            del target["loss_scale"]
+        tree, meta = ckpt.restore(target)
         report.say(f"Resuming {plan.run} from step {start}.")
+        if fresh_scale:
+            report.say(
+                "Its checkpoint has no float16 loss scale (an older run): starting at 2**15."
+            )
         return state.from_checkpoint(tree), Progress.from_meta(meta), start
     if source is not None:
         merged, restore_report = loading.merge_variables(
@@ -297,7 +306,14 @@ def restore_or_init(
             batch_stats=program.replicate(merged.get("batch_stats", {})),
         )
         if state.ema is not None:  # the average starts from the weights it fine-tunes
-            state = state.replace(ema=state.variables())
+            # Buffers of its own: the train step donates the state, and one buffer cannot be
+            # donated twice.
+            state = state.replace(
+                ema={
+                    "params": program.replicate(merged["params"]),
+                    "batch_stats": program.replicate(merged.get("batch_stats", {})),
+                }
+            )
         report.say(f"--init_from={plan.cfg.init_from}: {restore_report}")
     return state, Progress.fresh(plan.cfg), 0
 
@@ -327,8 +343,6 @@ class _Loop:
         loss = float(np.mean([m["loss"] for m in good]))
         acc = float(np.mean([m["accuracy"] for m in good]))
         rate = len(rows) * self.plan.cfg.batch_size / dt
-        # The rate of the step just taken: the schedule times the plateau scale.
-        lr = float(self.schedule(step - 1)) * float(optim.lr_scale(state.opt_state))
         extra = {}
         if "loss_scale" in rows[-1]:
             extra["loss_scale"] = float(rows[-1]["loss_scale"])
@@ -341,6 +355,11 @@ class _Loop:
                 f"skipped {len(skipped)} step(s) with a non-finite loss or gradient ({steps}){scale}"
                 f"; {progress.skipped_steps} skipped in all"
             )
+        # The rate of the last update: the schedule times the plateau scale. The schedule counts
+        # applied updates (a skipped step leaves the optimizer state, its count included, as it
+        # was, as optax.apply_if_finite does), so it runs one step behind per skipped step.
+        applied = step - progress.skipped_steps
+        lr = float(self.schedule(applied - 1)) * float(optim.lr_scale(state.opt_state))
         self.log.write(step, "train", loss=loss, accuracy=acc, lr=lr, images_per_sec=rate, **extra)
         self.report.train_metrics(loss, acc, rate)
 

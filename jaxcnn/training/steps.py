@@ -102,8 +102,9 @@ def init_train_state(
         seed: PRNG seed; parameters and dropout streams derive from it.
         input_shape: (N, H, W, C) of one batch.
         ema: keep an EMA of the weights (it starts as a copy of them).
-        loss_scale: keep a dynamic loss scale (float16 training), starting at 2**15 as PyTorch's
-            GradScaler (Flax's default, 2**16, overflows at once on most networks).
+        loss_scale: keep a dynamic loss scale (float16 training), starting at 2**15 (Flax's and
+            PyTorch GradScaler's default is 2**16; the dynamic rule finds the level either way,
+            halving at each overflow).
     """
     key = jax.random.PRNGKey(seed)
     init_key, dropout_key = jax.random.split(key)

@@ -2,9 +2,11 @@
 RandAugment, random erasing and accumulation on; float16 runs; EMA weights for the commands that
 read a run; profiling; the recipe configs of experiments/ (two steps each)."""
 
+import importlib
 import importlib.util
 import json
 import pathlib
+import re
 
 import jax
 import numpy as np
@@ -115,11 +117,37 @@ def test_float16_run_resumes_exactly_and_tracks_float32(tmp_path):
 
 
 def test_float16_divergence_is_skipped_then_stops_with_the_float32_message(tmp_path, capsys):
-    cfg = digits_config(steps=30, dtype="float16", lr=1e30, log_every_steps=1, max_skipped_steps=3)
-    with pytest.raises(trainer.TrainingError, match=r"non-finite .* \(the last of 4 in a row\)"):
-        trainer.train_and_evaluate(cfg, tmp_path, should_stop=None)
-    assert "skipped 1 step(s) with a non-finite" in capsys.readouterr().out
-    assert rundir.Checkpointer(tmp_path).latest_step() is None
+    cfg = digits_config(
+        steps=30,
+        dtype="float16",
+        lr=1e30,
+        log_every_steps=1,
+        checkpoint_every_steps=1,
+        max_skipped_steps=3,
+    )
+    with pytest.raises(trainer.TrainingError, match=r"\(the last of 4 in a row\)") as error:
+        trainer.train_and_evaluate(cfg, tmp_path)
+    fatal = int(re.search(r"non-finite loss or gradient at step (\d+)", str(error.value)).group(1))
+    out = capsys.readouterr().out
+    assert "skipped 1 step(s) with a non-finite" in out and "loss scale now" in out
+    # Every step is saved, the skipped ones too, with the last good weights: nothing non-finite
+    # reached a checkpoint, and nothing at or after the fatal step was saved.
+    ckpt = rundir.Checkpointer(tmp_path)
+    steps = ckpt.latest.all_steps()
+    assert steps and max(steps) == fatal - 1
+    for step in steps:
+        tree, meta = ckpt.restore(step=step)
+        assert all(np.isfinite(x).all() for x in jax.tree.leaves(tree) if x.dtype.kind == "f")
+    assert meta["skip_streak"] == 3 and meta["skipped_steps"] >= 3  # the last save's
+    ckpt.close()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_float32_and_bfloat16_stop_at_the_first_non_finite_step(tmp_path, dtype):
+    cfg = digits_config(steps=10, dtype=dtype, lr=1e30, log_every_steps=1)
+    with pytest.raises(trainer.TrainingError, match=r"at step \d+: training stopped") as error:
+        trainer.train_and_evaluate(cfg, tmp_path)
+    assert "in a row" not in str(error.value)  # the first one stops the run
 
 
 def test_profile_steps_write_a_trace_into_the_run(tmp_path):
@@ -187,3 +215,45 @@ def test_recipe_configs_run_two_steps_on_digits(tmp_path, name):
     assert result.step == 2 and result.eval_accuracy is not None
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["mixup_alpha"] == cfg.mixup_alpha and saved["optimizer"] == cfg.optimizer
+
+
+def test_fine_tuning_with_an_ema_starts_the_average_from_the_source_weights(tmp_path):
+    source = tmp_path / "source"
+    trainer.train_and_evaluate(digits_config(steps=3), source)
+    cfg = digits_config(steps=2, ema_decay=0.9, init_from=str(source))
+    result = trainer.train_and_evaluate(cfg, tmp_path / "tuned")
+    assert result.step == 2 and result.ema_accuracy is not None
+
+
+def test_a_float16_checkpoint_without_a_loss_scale_resumes_with_a_fresh_one(tmp_path, capsys):
+    """float16 runs from before loss scaling existed saved no `loss_scale`."""
+    cfg = digits_config(steps=4, dtype="float16")
+    trainer.train_and_evaluate(cfg, tmp_path / "new", should_stop=lambda s: s == 2)
+    tree, meta = rundir.Checkpointer(tmp_path / "new").restore()
+    del tree["loss_scale"]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_bytes((tmp_path / "new" / "config.json").read_bytes())
+    ckpt = rundir.Checkpointer(old)
+    ckpt.save(2, tree, meta)
+    ckpt.wait()
+    ckpt.close()
+    capsys.readouterr()
+    result = trainer.train_and_evaluate(cfg, old)
+    assert result.step == 4
+    assert "no float16 loss scale (an older run): starting at 2**15" in capsys.readouterr().out
+    assert "loss_scale" in final_params(old)[1]
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("predict", ["--weights=ema", "x.png"], "--weights=ema reads a trained run"),
+        ("visualize", ["filters", "--arch=resnet8", "--weights=ema"], "reads a trained run"),
+    ],
+)
+def test_ema_weights_without_a_run_are_one_line_errors(module, args, message, capsys):
+    command = importlib.import_module(f"jaxcnn.{module}")
+    assert cli.invoke(command, args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
