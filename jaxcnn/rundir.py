@@ -26,14 +26,17 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+
+from jaxcnn import integrity
 
 PathLike = str | epath.PathLike
 
@@ -233,29 +236,80 @@ def read_metrics(workdir: PathLike) -> list[dict[str, Any]]:
     return [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
 
 
+class CheckpointDamagedError(RunDirError):
+    """A checkpoint that cannot be trusted: a file or item missing, unreadable, truncated, or
+    arrays / metadata that do not match their checksums. Never loaded.
+
+    Attributes:
+        step: the step of the checkpoint.
+        directory: its directory.
+        detail: what is wrong (which item, file or array).
+    """
+
+    def __init__(self, step: int, directory: PathLike, detail: str):
+        self.step, self.directory, self.detail = step, str(directory), detail
+        super().__init__(f"checkpoint step {step} in {directory} is damaged: {detail}")
+
+
+# The item a checkpoint's checksums are saved under (jaxcnn.integrity); its meta says it has one.
+INTEGRITY = "integrity"
+# Where the trainer moves a damaged checkpoint when it falls back to an older one: out of the
+# series (Orbax would otherwise count it as the newest step and refuse to save before it), kept.
+DAMAGED = "damaged"
+# Orbax's commit marker: a step directory without it was never finished.
+COMMIT_MARKER = "commit_success.txt"
+# Orbax's record of a step (its items and their handlers), written with every save.
+STEP_METADATA = "_CHECKPOINT_METADATA"
+
+
+def _first_line(e: BaseException) -> str:
+    """One line of an Orbax / TensorStore error: for a file it could not read, the status, the
+    file and the innermost cause (`DATA_LOSS reading .../state/d/0a1b...: Error decoding b-tree
+    node`), not the whole TensorStore spec it appends."""
+    text = (str(e).strip() or type(e).__name__).split(" [tensorstore_spec")[0]
+    files = re.findall(r'file "([^"]+)"', text)
+    if files:
+        code = re.match(r"([A-Z_]+): ", text)
+        cause = text.split(f'file "{files[-1]}"', 1)[1].lstrip(": ") or "unreadable"
+        text = f"{code.group(1) + ' ' if code else ''}reading {files[-1]}: {cause}"
+    line = text.splitlines()[0]
+    return line if len(line) <= 400 else line[:397] + "..."
+
+
 class Checkpointer:
     """Orbax save / restore of train states under `workdir/checkpoints/{latest,best}`.
 
     `latest` keeps the last `keep` saves (so the newest is never deleted), `best` the single best by
-    validation accuracy. Each save holds the train state's arrays (`state`) and a small JSON of
-    host-side state (`meta`: epoch, plateau schedule, best accuracy). Orbax writes each step into a
-    temporary directory and renames it when complete, so a crash never leaves a half-written
-    checkpoint that a resume would read.
+    validation accuracy. Each save holds the train state's arrays (`state`), a small JSON of
+    host-side state (`meta`: epoch, plateau schedule, best accuracy) and the checksums of both
+    (`integrity`, see jaxcnn.integrity). Orbax writes each step into a temporary directory and
+    renames it when complete, so a crash never leaves a half-written checkpoint that a resume
+    would read; every restore verifies the checksums before the state is used, so a checkpoint
+    damaged afterwards is a `CheckpointDamagedError`, never loaded.
 
     Args:
         workdir: the run directory.
         keep: how many of the latest checkpoints to keep.
         create: create the directories (False to read a finished run without writing into it).
+        checksums: write and verify checksums (False only to measure what they cost).
     """
 
-    def __init__(self, workdir: PathLike, keep: int = 3, *, create: bool = True):
-        root = as_path(workdir) / CHECKPOINTS
+    def __init__(
+        self, workdir: PathLike, keep: int = 3, *, create: bool = True, checksums: bool = True
+    ):
+        self.root = as_path(workdir) / CHECKPOINTS
+        self.checksums = checksums
         self._managers = {
             name: ocp.CheckpointManager(
-                root / name,
+                self.root / name,
                 options=ocp.CheckpointManagerOptions(
                     max_to_keep=max(1, keep) if name == "latest" else 1,
                     create=create,
+                    # The temporary directories of saves a kill -9 interrupted are removed when
+                    # the run starts again; only on a local disk, where they are recognisable
+                    # by name (in a bucket Orbax would count any step without a commit file,
+                    # even one copied in by hand, as temporary: google/orbax#394).
+                    cleanup_tmp_directories=create and not is_url(workdir),
                     # The two managers save the same step at an eval: without distinct barrier
                     # names their multi-process barriers collide ("Barrier ... is already
                     # ongoing") and a two-process run aborts at its first evaluation.
@@ -263,7 +317,7 @@ class Checkpointer:
                         barrier_sync_key_prefix=name
                     ),
                 ),
-                item_names=("state", "meta"),
+                item_names=("state", "meta", INTEGRITY),
             )
             for name in SERIES
         }
@@ -276,25 +330,53 @@ class Checkpointer:
     def best(self) -> ocp.CheckpointManager:
         return self._managers["best"]
 
-    @staticmethod
-    def _args(state: dict[str, Any], meta: dict[str, Any]) -> ocp.args.Composite:
-        return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    def _args(self, state: dict[str, Any], meta: dict[str, Any]) -> ocp.args.Composite:
+        items = {"state": ocp.args.StandardSave(state)}
+        if self.checksums:
+            meta = meta | {INTEGRITY: integrity.FORMAT}
+            items[INTEGRITY] = ocp.args.JsonSave(integrity.make_manifest(state, meta))
+        return ocp.args.Composite(**items, meta=ocp.args.JsonSave(meta))
 
     def save(self, step: int, state: dict[str, Any], meta: dict[str, Any], *, best: bool = False):
-        """Saves `state` (a pytree of arrays) and `meta` (JSON) as `step`; also as best if asked."""
+        """Saves `state` (a pytree of arrays) and `meta` (JSON) as `step`; also as best if asked.
+
+        The checksums are computed here, on the host copy of the arrays, before Orbax's
+        asynchronous write starts."""
+        args = None
         if step not in self.latest.all_steps():
-            self.latest.save(step, args=self._args(state, meta))
+            args = self._args(state, meta)
+            self.latest.save(step, args=args)
         if best:
-            self.best.save(step, args=self._args(state, meta), force=True)
+            self.best.save(step, args=args or self._args(state, meta), force=True)
+
+    def step_dir(self, step: int, which: str = "latest") -> epath.Path:
+        return epath.Path(self._managers[which].directory) / str(step)
 
     def saved_keys(self, step: int, which: str = "latest") -> set[str]:
         """The top-level keys of the state saved at `step` (read from its metadata, no arrays)."""
-        directory = epath.Path(self._managers[which].directory) / str(step) / "state"
-        return set(ocp.StandardCheckpointHandler().metadata(directory).keys())
+        return set(self._state_metadata(step, which).keys())
+
+    def _state_metadata(self, step: int, which: str) -> Any:
+        directory = self.step_dir(step, which)
+        try:
+            return ocp.StandardCheckpointHandler().metadata(directory / "state")
+        except Exception as e:  # noqa: BLE001 - whatever Orbax raises on a damaged file
+            raise CheckpointDamagedError(
+                step, directory, f"its array metadata (state/) cannot be read: {_first_line(e)}"
+            ) from e
 
     def latest_step(self, which: str = "latest") -> int | None:
-        """The newest step of a series (None when it has no checkpoint)."""
+        """The newest committed step of a series (None when it has no checkpoint)."""
         return self._managers[which].latest_step()
+
+    def candidate_steps(self, which: str = "latest") -> list[int]:
+        """Every step directory of a series, newest first: the committed ones and any that lost
+        its commit marker (which a restore reports as damaged rather than skipping silently)."""
+        series = epath.Path(self._managers[which].directory)
+        found = set(self._managers[which].all_steps())
+        if series.is_dir():
+            found |= {int(p.name) for p in series.iterdir() if p.name.isdigit() and p.is_dir()}
+        return sorted(found, reverse=True)
 
     def restore(
         self,
@@ -303,40 +385,183 @@ class Checkpointer:
         *,
         which: str = "latest",
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Restores a checkpoint onto the structure, dtypes and shardings of `target`.
+        """Restores a checkpoint onto the structure, dtypes and shardings of `target`, verified.
 
         Args:
             target: a pytree like the saved state (concrete arrays or ShapeDtypeStructs with
-                shardings), e.g. a freshly initialised state; None restores the saved tree as is,
-                on this host's first device (whatever devices saved it: a run trained on a GPU
-                or a pod restores on a laptop).
-            step: which step (default: the newest).
+                shardings), e.g. a freshly initialised state; None restores the saved tree as
+                is, on this host's first device (whatever devices saved it: a run trained on a
+                GPU or a pod restores on a laptop).
+            step: which step (default: the newest committed one).
             which: "latest" or "best".
 
         Returns:
             (state, meta).
+
+        Raises:
+            FileNotFoundError: the series has no checkpoint.
+            CheckpointDamagedError: the checkpoint is incomplete, unreadable or does not match
+                its checksums (checkpoints from before jaxcnn 0.3 have none: they are checked
+                for completeness and readability only).
         """
         mgr = self._managers[which]
         step = mgr.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no {which} checkpoint in {mgr.directory}")
+        directory = self.step_dir(step, which)
+
+        def damaged(detail: str) -> CheckpointDamagedError:
+            return CheckpointDamagedError(step, directory, detail)
+
+        if not directory.is_dir():
+            raise damaged("its directory is missing")
+        if not (directory / COMMIT_MARKER).exists():
+            raise damaged(f"it has no commit marker ({COMMIT_MARKER}): its save never finished")
+        try:  # Orbax only logs a damaged step record and goes on: here it is damage
+            json.loads((directory / STEP_METADATA).read_text())
+        except FileNotFoundError as e:
+            raise damaged(f"its {STEP_METADATA} is missing") from e
+        except (ValueError, UnicodeDecodeError) as e:
+            raise damaged(f"its {STEP_METADATA} is not valid JSON: {_first_line(e)}") from e
+        items = ["state", "meta"]
+        for item in items:
+            if not (directory / item).is_dir():
+                raise damaged(f"its {item}/ item is missing")
+        meta = self._read_json_item(step, which, "meta")
+        manifest = None
+        if meta.get(INTEGRITY) is not None:
+            items.append(INTEGRITY)
+            if not (directory / INTEGRITY).is_dir():
+                raise damaged(f"its checksums ({INTEGRITY}/) are missing")
+            manifest = self._read_json_item(step, which, INTEGRITY)
+        for item in items:
+            if not (directory / item / COMMIT_MARKER).exists():
+                raise damaged(f"its {item}/ item has no commit marker ({COMMIT_MARKER})")
+        saved = self._state_metadata(step, which)
+        try:
+            if manifest is not None:
+                integrity.check_manifest(manifest)
+                integrity.check_meta(manifest, meta)
+                # Shapes first: a metadata file that declares a huge array is refused here,
+                # before Orbax allocates it.
+                integrity.check_layout(manifest, saved)
+        except integrity.IntegrityError as e:
+            raise damaged(str(e)) from e
         if target is None:
             # Without a target Orbax puts each array back on the device it was saved from and
             # refuses another topology ("Topology mismatch"): read the shapes, place them here.
             device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-            saved = ocp.StandardCheckpointHandler().metadata(
-                epath.Path(mgr.directory) / str(step) / "state"
-            )
             target = jax.tree.map(
                 lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved
             )
-        out = mgr.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
-            ),
+        try:
+            state = mgr.restore(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardRestore(target)),
+            )["state"]
+        except Exception as e:  # noqa: BLE001 - tensorstore / Orbax errors of a damaged file
+            raise damaged(f"its arrays (state/) cannot be read: {_first_line(e)}") from e
+        if manifest is not None:
+            try:
+                integrity.check_arrays(manifest, state)
+            except integrity.IntegrityError as e:
+                raise damaged(str(e)) from e
+        meta.pop(INTEGRITY, None)  # the format marker is the checkpointer's, not the caller's
+        return state, meta
+
+    def _read_json_item(self, step: int, which: str, item: str) -> dict[str, Any]:
+        directory = self.step_dir(step, which)
+        try:
+            out = self._managers[which].restore(
+                step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()})
+            )[item]
+        except Exception as e:  # noqa: BLE001 - a truncated or garbled JSON file
+            raise CheckpointDamagedError(
+                step, directory, f"its {item}/ item cannot be read: {_first_line(e)}"
+            ) from e
+        if not isinstance(out, dict):
+            raise CheckpointDamagedError(step, directory, f"its {item}/ item is not a JSON object")
+        return dict(out)
+
+    def read_meta(self, step: int | None = None, which: str = "latest") -> dict[str, Any]:
+        """The JSON metadata of a save (no arrays read), checked against its checksum."""
+        mgr = self._managers[which]
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no {which} checkpoint in {mgr.directory}")
+        meta = self._read_json_item(step, which, "meta")
+        if meta.get(INTEGRITY) is not None:
+            manifest = self._read_json_item(step, which, INTEGRITY)
+            try:
+                integrity.check_manifest(manifest)
+                integrity.check_meta(manifest, meta)
+            except integrity.IntegrityError as e:
+                raise CheckpointDamagedError(step, self.step_dir(step, which), str(e)) from e
+        meta.pop(INTEGRITY, None)
+        return meta
+
+    def restore_newest_intact(
+        self,
+        target: dict[str, Any] | None = None,
+        *,
+        which: str = "latest",
+        on_damaged: Callable[[CheckpointDamagedError], None] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any], int] | None:
+        """(state, meta, step) of the newest checkpoint of a series that verifies, or None when
+        the series has none. Each damaged one on the way is passed to `on_damaged` (which may
+        report it or move it aside) and skipped.
+
+        Raises:
+            CheckpointDamagedError: every checkpoint of the series is damaged (the newest one's
+                error, saying how many were tried).
+        """
+        steps = self.candidate_steps(which)
+        first = None
+        for step in steps:
+            try:
+                state, meta = self.restore(target, step, which=which)
+                return state, meta, step
+            except CheckpointDamagedError as e:
+                first = first or e
+                if on_damaged is not None:
+                    on_damaged(e)
+        if first is None:
+            return None
+        raise CheckpointDamagedError(
+            first.step,
+            first.directory,
+            f"{first.detail}; and no older checkpoint of {self.root / which} is intact "
+            f"({len(steps)} tried)",
         )
-        return out["state"], out["meta"]
+
+    def set_aside(
+        self, errors: list[CheckpointDamagedError], which: str = "latest"
+    ) -> list[epath.Path]:
+        """Moves damaged checkpoints out of their series into `checkpoints/damaged/` (kept for a
+        post-mortem, never deleted): Orbax would otherwise count one as the newest step, and a
+        resumed run could not save the steps before it. Process 0 moves them while the others
+        wait (every process must call this, with the same errors). Returns where each went."""
+        if not errors:
+            return []
+        multi = jax.process_count() > 1
+        if multi:  # every process has finished reading before anything moves
+            ocp.multihost.sync_global_processes(f"jaxcnn_set_aside_start_{which}", timeout=300)
+        dest_dir = self.root / DAMAGED
+        out = []
+        for error in errors:
+            dest = dest_dir / f"{which}-{error.step}"
+            n = 1
+            while dest.exists():
+                n += 1
+                dest = dest_dir / f"{which}-{error.step}.{n}"
+            if jax.process_index() == 0:
+                dest_dir.mkdir(parents=True, exist_ok=True)
+                epath.Path(error.directory).rename(dest)
+            out.append(dest)
+        if multi:
+            ocp.multihost.sync_global_processes(f"jaxcnn_set_aside_end_{which}", timeout=300)
+        self._managers[which].reload()
+        return out
 
     def wait(self) -> None:
         """Blocks until asynchronous saves have been committed."""
@@ -435,49 +660,65 @@ class RunDir:
         return MetricsLog(self.path, enabled)
 
     def checkpoint_meta(self, which: str = "latest") -> dict[str, Any]:
-        """The JSON metadata of the newest save of a series (no arrays are read): its step,
-        epoch, and since jaxcnn 0.2 its `data` (dataset, class names, input size, statistics).
+        """The JSON metadata of the newest intact save of a series (no arrays are read): its
+        step, epoch, and since jaxcnn 0.2 its `data` (dataset, class names, input size,
+        statistics). Checked against its checksum.
 
         Raises:
             RunDirError: the series has no checkpoint.
+            CheckpointDamagedError: no save of the series has intact metadata.
         """
+        self._check_series(which)
+        ckpt = self.checkpointer(create=False)
+        try:
+            first = None
+            for step in ckpt.candidate_steps(which):
+                try:
+                    return ckpt.read_meta(step, which)
+                except CheckpointDamagedError as e:
+                    first = first or e
+            raise first or RunDirError(f"no {which} checkpoint in {self.path / CHECKPOINTS}")
+        finally:
+            ckpt.close()
+
+    def _check_series(self, which: str) -> None:
         if which not in SERIES:
             raise RunDirError(f"unknown checkpoint {which!r}; valid: {', '.join(SERIES)}")
         if not self.has_checkpoint(which):
             raise RunDirError(f"no {which} checkpoint in {self.path / CHECKPOINTS / which}")
-        ckpt = self.checkpointer(create=False)
-        try:
-            mgr = ckpt._managers[which]
-            out = mgr.restore(
-                mgr.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-            )
-            return dict(out["meta"])
-        finally:
-            ckpt.close()
 
     def restore_variables(
-        self, which: str = "latest", weights: str = "raw"
+        self,
+        which: str = "latest",
+        weights: str = "raw",
+        *,
+        on_damaged: Callable[[CheckpointDamagedError], None] | None = None,
     ) -> tuple[dict[str, Any], int]:
-        """(`{"params", "batch_stats"}` of the newest save of a series, its step), on this host.
+        """(`{"params", "batch_stats"}` of the newest intact save of a series, its step), on
+        this host, verified against the checkpoint's checksums.
+
+        A damaged newest save is skipped for the one before it (never loaded, never moved:
+        reading a run changes nothing in it), with a line on stderr saying so, or a call of
+        `on_damaged`.
 
         Args:
             which: the series, "latest" or "best".
             weights: "raw", the trained weights, or "ema", their moving average (runs trained
                 with `--config.ema_decay`).
+            on_damaged: called with each damaged checkpoint skipped (default: a warning line).
 
         Raises:
             RunDirError: the series has no checkpoint, or no EMA when `weights="ema"`.
+            CheckpointDamagedError: no checkpoint of the series is intact.
         """
-        if which not in SERIES:
-            raise RunDirError(f"unknown checkpoint {which!r}; valid: {', '.join(SERIES)}")
+        self._check_series(which)
         if weights not in WEIGHTS:
             raise RunDirError(f"unknown --weights {weights!r}; valid: {', '.join(WEIGHTS)}")
-        if not self.has_checkpoint(which):
-            raise RunDirError(f"no {which} checkpoint in {self.path / CHECKPOINTS / which}")
         ckpt = self.checkpointer(create=False)
         try:
-            step = ckpt.latest_step(which)
-            tree, _ = ckpt.restore(None, step, which=which)
+            tree, _, step = ckpt.restore_newest_intact(
+                None, which=which, on_damaged=on_damaged or warn_damaged
+            )
         finally:
             ckpt.close()
         if weights == "ema":
@@ -491,3 +732,8 @@ class RunDir:
         if tree.get("batch_stats"):
             variables["batch_stats"] = tree["batch_stats"]
         return variables, int(step)
+
+
+def warn_damaged(error: CheckpointDamagedError) -> None:
+    """The line a reader of a run prints for a damaged checkpoint it skips."""
+    print(f"warning: {error}; skipped for the one before it", file=sys.stderr)

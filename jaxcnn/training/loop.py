@@ -269,6 +269,46 @@ def evaluate(
     return {"accuracy": float(sums["correct"]) / count, "loss": float(sums["loss_sum"]) / count}
 
 
+def _restore_newest_intact(
+    plan: RunPlan, ckpt: rundir.Checkpointer, target: dict[str, Any], report: Reporter
+) -> tuple[dict[str, Any], dict[str, Any], int] | None:
+    """(tree, meta, step) of the newest latest-series checkpoint that verifies, None when there
+    is none. A damaged one on the way is reported in one line and moved to checkpoints/damaged/
+    (kept, never deleted); when every one is damaged the run stops (CheckpointDamagedError)."""
+    damaged: list[rundir.CheckpointDamagedError] = []
+    found = None
+    for step in ckpt.candidate_steps():
+        try:
+            tgt = dict(target)
+            # A float16 run saved before jaxcnn 0.3 has no loss scale: it resumes with a fresh one.
+            fresh_scale = "loss_scale" in tgt and "loss_scale" not in ckpt.saved_keys(step)
+            if fresh_scale:
+                del tgt["loss_scale"]
+            tree, meta = ckpt.restore(tgt, step)
+        except rundir.CheckpointDamagedError as e:
+            damaged.append(e)
+            continue
+        found = tree, meta, step
+        break
+    if damaged and found is None:
+        steps = ", ".join(str(e.step) for e in damaged)
+        raise rundir.CheckpointDamagedError(
+            damaged[0].step,
+            damaged[0].directory,
+            f"{damaged[0].detail}; no checkpoint of this run is intact (steps {steps} tried, none "
+            f"moved); restore {ckpt.root} from a copy, or move it away to train from scratch",
+        )
+    for e, where in zip(damaged, ckpt.set_aside(damaged), strict=True):
+        report.say(f"{e}. Moved to {where}; falling back to step {found[2]}.")
+    if found is not None:
+        report.say(f"Resuming {plan.run} from step {found[2]}.")
+        if fresh_scale:
+            report.say(
+                "Its checkpoint has no float16 loss scale (an older run): starting at 2**15."
+            )
+    return found
+
+
 def restore_or_init(
     plan: RunPlan,
     program: Program,
@@ -280,22 +320,12 @@ def restore_or_init(
     """(state, progress, first step): the latest checkpoint's, else a fresh state with `source`'s
     weights merged in (`--init_from`)."""
     state = program.init()
-    start = ckpt.latest_step() or 0
+    restored = _restore_newest_intact(plan, ckpt, state.as_checkpoint(), report)
     # Rows past the checkpoint (all of them, when there is none) were logged by a run that stopped
-    # before saving again: this run logs those steps anew.
-    log.truncate_after(start)
-    if start:
-        target = state.as_checkpoint()
-        # A float16 run saved before jaxcnn 0.3 has no loss scale: it resumes with a fresh one.
-        fresh_scale = "loss_scale" in target and "loss_scale" not in ckpt.saved_keys(start)
-        if fresh_scale:
-            del target["loss_scale"]
-        tree, meta = ckpt.restore(target)
-        report.say(f"Resuming {plan.run} from step {start}.")
-        if fresh_scale:
-            report.say(
-                "Its checkpoint has no float16 loss scale (an older run): starting at 2**15."
-            )
+    # before saving again, or after a checkpoint found damaged: this run logs those steps anew.
+    log.truncate_after(restored[2] if restored else 0)
+    if restored:
+        tree, meta, start = restored
         return state.from_checkpoint(tree), Progress.from_meta(meta), start
     if source is not None:
         merged, restore_report = loading.merge_variables(
