@@ -22,6 +22,7 @@ shared files; every process takes part in the Orbax saves (Orbax coordinates the
 """
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -262,7 +263,30 @@ COMMIT_MARKER = "commit_success.txt"
 STEP_METADATA = "_CHECKPOINT_METADATA"
 
 
-def _first_line(e: BaseException) -> str:
+def no_space_left(e: BaseException) -> str | None:
+    """The path a write failed on when `e` (or an exception it was raised from) is a full disk
+    (ENOSPC, also as TensorStore reports it from Orbax's writer threads); None for any other error.
+    A checkpoint's temporary directory is named as its step directory."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e)
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or (
+            "No space left on device" in text or "os_error_code='28'" in text
+        ):
+            if isinstance(e, OSError) and e.filename:
+                path = str(e.filename)
+            else:
+                files = re.findall(r'file "([^"]+)"', text) or re.findall(
+                    r'Failed writing: "([^"]+)"', text
+                )
+                path = files[0] if files else ""
+            return re.sub(r"\.orbax-checkpoint-tmp.*$", "", path)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def describe_error(e: BaseException) -> str:
     """One line of an Orbax / TensorStore error: for a file it could not read, the status, the
     file and the innermost cause (`DATA_LOSS reading .../state/d/0a1b...: Error decoding b-tree
     node`), not the whole TensorStore spec it appends."""
@@ -362,7 +386,7 @@ class Checkpointer:
             return ocp.StandardCheckpointHandler().metadata(directory / "state")
         except Exception as e:  # noqa: BLE001 - whatever Orbax raises on a damaged file
             raise CheckpointDamagedError(
-                step, directory, f"its array metadata (state/) cannot be read: {_first_line(e)}"
+                step, directory, f"its array metadata (state/) cannot be read: {describe_error(e)}"
             ) from e
 
     def latest_step(self, which: str = "latest") -> int | None:
@@ -422,7 +446,7 @@ class Checkpointer:
         except FileNotFoundError as e:
             raise damaged(f"its {STEP_METADATA} is missing") from e
         except (ValueError, UnicodeDecodeError) as e:
-            raise damaged(f"its {STEP_METADATA} is not valid JSON: {_first_line(e)}") from e
+            raise damaged(f"its {STEP_METADATA} is not valid JSON: {describe_error(e)}") from e
         items = ["state", "meta"]
         for item in items:
             if not (directory / item).is_dir():
@@ -460,7 +484,7 @@ class Checkpointer:
                 args=ocp.args.Composite(state=ocp.args.StandardRestore(target)),
             )["state"]
         except Exception as e:  # noqa: BLE001 - tensorstore / Orbax errors of a damaged file
-            raise damaged(f"its arrays (state/) cannot be read: {_first_line(e)}") from e
+            raise damaged(f"its arrays (state/) cannot be read: {describe_error(e)}") from e
         if manifest is not None:
             try:
                 integrity.check_arrays(manifest, state)
@@ -477,7 +501,7 @@ class Checkpointer:
             )[item]
         except Exception as e:  # noqa: BLE001 - a truncated or garbled JSON file
             raise CheckpointDamagedError(
-                step, directory, f"its {item}/ item cannot be read: {_first_line(e)}"
+                step, directory, f"its {item}/ item cannot be read: {describe_error(e)}"
             ) from e
         if not isinstance(out, dict):
             raise CheckpointDamagedError(step, directory, f"its {item}/ item is not a JSON object")

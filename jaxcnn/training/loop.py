@@ -6,7 +6,9 @@ with checkpoints resumes exactly where it stopped (step, parameters, BatchNorm s
 optimizer state with the plateau scale, RNG, data position).
 """
 
+import contextlib
 import dataclasses
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +55,36 @@ __all__ = [
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); nothing after the last good step was saved."""
+
+
+class DiskFullError(TrainingError):
+    """The disk of the run directory filled up; the message says where and what is intact."""
+
+
+def _disk_full_message(plan: RunPlan, where: str) -> str:
+    """What a full disk did and what to do: the path that could not be written, the free space,
+    and the newest committed checkpoint (Orbax commits a save only once all of it is written, so
+    the ones before the failed save are whole; a resume verifies them)."""
+    ckpt = plan.run.checkpointer(create=False)
+    try:
+        committed = ckpt.latest.all_steps()
+    finally:
+        ckpt.close()
+    free = ""
+    if not rundir.is_url(plan.run.path):
+        with contextlib.suppress(OSError):
+            free = f" ({shutil.disk_usage(plan.run.path).free / 2**20:.1f} MiB free there)"
+    resume = (
+        f"the newest committed checkpoint, step {max(committed)}, is intact and the run resumes "
+        "from it"
+        if committed
+        else "no checkpoint had been committed yet, so the run starts afresh"
+    )
+    return (
+        f"no space left on device writing {where or plan.run.path}{free}: the unfinished save "
+        f"is never read; free some space or use another --workdir, then run the same command again: "
+        f"{resume}"
+    )
 
 
 @dataclasses.dataclass
@@ -201,10 +233,19 @@ def check_finite(
         bad = first + i
         if streak > max_skipped:
             run = f" (the last of {streak} in a row)" if streak > 1 else ""
+            stopped = (
+                f"training stopped, the update was not applied and nothing after step "
+                f"{bad - 1} was checkpointed"
+            )
+            if not bool(m.get("input_finite", True)):
+                raise TrainingError(
+                    f"the batch of step {bad}{run} came in non-finite (NaN or Inf in its "
+                    f"images): {stopped}. The data is damaged, not the training: check the "
+                    "dataset's images (a float image with NaN, a failed decode)."
+                )
             raise TrainingError(
-                f"non-finite loss or gradient at step {bad}{run}: training stopped, the update "
-                f"was not applied and nothing after step {bad - 1} was checkpointed. Lower --lr "
-                "or check the data."
+                f"non-finite loss or gradient at step {bad}{run}: {stopped}. Lower --lr or "
+                "check the data."
             )
         skipped.append(bad)
     return streak, skipped
@@ -592,20 +633,28 @@ def train_and_evaluate(
     ckpt = plan.run.checkpointer(cfg.keep_checkpoints)
     log = plan.run.metrics(enabled=report.enabled)
     try:
-        state, progress, start = restore_or_init(plan, program, ckpt, log, source, report)
-        if report.enabled:
-            plan.run.write_config(plan.config_json)
-            if plan.dataset.record is not None:
-                plan.run.write_dataset(plan.dataset.record.to_json())
-        loop = _Loop(plan, program, schedule, ckpt, log, report)
-        state, step, last_eval, interrupted = loop.run(state, progress, start, should_stop)
-        if not interrupted and last_eval is None:  # a finished run resumed, or no final eval step
-            last_eval = loop.evaluate_all(state)
-    finally:
-        report.close()
-        ckpt.wait()
-        ckpt.close()
-        log.close()
+        try:
+            state, progress, start = restore_or_init(plan, program, ckpt, log, source, report)
+            if report.enabled:
+                plan.run.write_config(plan.config_json)
+                if plan.dataset.record is not None:
+                    plan.run.write_dataset(plan.dataset.record.to_json())
+            loop = _Loop(plan, program, schedule, ckpt, log, report)
+            state, step, last_eval, interrupted = loop.run(state, progress, start, should_stop)
+            if not interrupted and last_eval is None:  # a finished run resumed, or no final eval
+                last_eval = loop.evaluate_all(state)
+        finally:
+            report.close()
+            try:
+                ckpt.wait()  # raises what an asynchronous save met (a full disk, say)
+            finally:
+                ckpt.close()
+                log.close()
+    except Exception as e:
+        where = rundir.no_space_left(e)
+        if where is None:
+            raise
+        raise DiskFullError(_disk_full_message(plan, where)) from e
     if interrupted:
         report.say(
             f"Interrupted at step {step}: checkpoint saved. Run again with the same "

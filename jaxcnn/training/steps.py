@@ -210,8 +210,9 @@ def train_step(
             of the whole batch.
 
     Returns:
-        (new state, metrics): `loss` (mean), `accuracy` (mean), `finite` (bool), and for a
-        float16 run `loss_scale`.
+        (new state, metrics): `loss` (mean), `accuracy` (mean), `finite` (bool: the update was
+        applied), `input_finite` (bool: the batch's images held no NaN / Inf), and for a float16
+        run `loss_scale`.
     """
     dropout_key = jax.random.fold_in(state.rng, state.step)
     images, y = batch["image"], {"label": batch["label"]}
@@ -288,6 +289,9 @@ def train_step(
         "loss": loss,
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == accuracy_labels),
         "finite": finite,
+        # Whether the batch itself was finite, so that a non-finite step can say where the NaN
+        # came from (the data, or the training); one reduction over the input.
+        "input_finite": jnp.all(jnp.isfinite(batch["image"])),
     }
     if new_scale is not None:
         new = new.replace(loss_scale=new_scale)
