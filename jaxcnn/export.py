@@ -80,6 +80,11 @@ def main(argv: list[str], f: cli.Flags) -> int:
             f"--platforms takes some of {','.join(exporting.PLATFORMS)}, got {f.platforms.value!r}"
         )
     exporting.check_output_dir(f.output.value, f.overwrite.value)  # before loading anything
+    from jaxcnn import rundir
+
+    rundir.check_writable_dir(
+        f.output.value, "--output"
+    )  # a parent that is a file, a read-only disk
     if f.workdir.value:
         cli.require_run(f.workdir.value)  # before JAX and TensorFlow start
     from jaxcnn.serving.classifier import Classifier

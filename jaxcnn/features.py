@@ -69,6 +69,13 @@ def main(argv: list[str], f: cli.Flags) -> int:
     cli.require_run(f.workdir.value)  # before JAX and TensorFlow start
     from jaxcnn import rundir
 
+    if f.output.value:  # before the features are computed, not when they are saved
+        rundir.check_writable_file(f.output.value, "--output")
+    else:
+        rundir.check_writable_dir(
+            f.workdir.value, "--workdir", "pass --output=FILE.npz to write the features elsewhere"
+        )
+
     run = load_run(
         f.workdir.value, f.checkpoint.value, data_dir=f.data_dir.value, weights=f.weights.value
     )

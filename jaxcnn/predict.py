@@ -78,6 +78,9 @@ def main(argv: list[str], f: cli.Flags) -> int:
     if f.workdir.value:
         cli.require_run(f.workdir.value)  # before JAX and TensorFlow start
     from jaxcnn import rundir
+
+    if f.output.value:  # before the images are classified, not when the result is written
+        rundir.check_writable_file(f.output.value, "--output")
     from jaxcnn.serving.classifier import Classifier, image_files
 
     files = image_files(images)  # a missing path is one line, before the network is loaded

@@ -263,6 +263,67 @@ COMMIT_MARKER = "commit_success.txt"
 STEP_METADATA = "_CHECKPOINT_METADATA"
 
 
+def _nearest_existing(path: str) -> str:
+    """`path` or its nearest ancestor that exists (a file there stops the walk too)."""
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _unwritable(directory: str) -> str | None:
+    """Why files cannot be made in the existing `directory`, None when they can. Checked with
+    `os.access`: as root only a read-only file system refuses (root ignores the mode bits)."""
+    if not os.path.isdir(directory):
+        return f"{directory} is a file, not a directory"
+    if os.access(directory, os.W_OK | os.X_OK):
+        return None
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        return f"{directory} is on a read-only file system"
+    return f"{directory} is not writable by this user"
+
+
+def check_writable_dir(path: Any, flag: str, todo: str | None = None) -> None:
+    """RunDirError when the directory `path` (given as `flag`, e.g. `--workdir`) cannot be made or
+    written: it is a file, an ancestor of it is a file, or the directory that would hold it is
+    read-only or not this user's. Nothing is created; a URL (gs://...) is not checked. `todo`
+    replaces the advice at the end of the line."""
+    given = str(path)
+    if "://" in given:
+        return
+    local = os.path.abspath(os.path.expanduser(given))
+    if os.path.lexists(local) and not os.path.isdir(local):
+        raise RunDirError(
+            f"{flag}={given} is a file, not a directory; {todo or 'name a directory'}"
+        )
+    why = _unwritable(_nearest_existing(local))
+    if why is not None:
+        verb = "written" if os.path.isdir(local) else "created"
+        raise RunDirError(
+            f"{flag}={given} cannot be {verb}: {why}; {todo or 'name a directory you can write to'}"
+        )
+
+
+def check_writable_file(path: Any, flag: str, todo: str | None = None) -> None:
+    """RunDirError when the file `path` (given as `flag`, e.g. `--output`) cannot be written: it is
+    a directory, or the directory that would hold it cannot be made or written (see
+    `check_writable_dir`). `todo` replaces the advice at the end of the line."""
+    given = str(path)
+    if "://" in given:
+        return
+    local = os.path.abspath(os.path.expanduser(given))
+    if os.path.isdir(local):
+        raise RunDirError(f"{flag}={given} is a directory; {todo or 'name a file'}")
+    why = _unwritable(_nearest_existing(os.path.dirname(local)))
+    if why is not None:
+        raise RunDirError(
+            f"{flag}={given} cannot be written: {why}; {todo or 'name a file you can write'}"
+        )
+
+
 def no_space_left(e: BaseException) -> str | None:
     """The path a write failed on when `e` (or an exception it was raised from) is a full disk
     (ENOSPC, also as TensorStore reports it from Orbax's writer threads); None for any other error.

@@ -53,3 +53,40 @@ def configure_storage() -> None:
     except ImportError:
         return
     fsspec.config.conf.setdefault("gcs", {}).setdefault("use_listings_cache", False)
+
+
+def quiet_background_errors() -> None:
+    """Keeps the tracebacks of background threads off a command's output (not with --debug).
+
+    When a checkpoint cannot be read or written (a damaged file, a full disk), Orbax and
+    TensorStore fail in their own threads: Orbax logs each failure with its traceback, then
+    raises it again where the program waits for the save or the restore, and the program turns it
+    into one line. Left alone the same failure would come out a dozen times first: Orbax's log
+    records, the asyncio tasks left unawaited ("Task exception was never retrieved", "Event loop
+    is closed", reported through `sys.unraisablehook`), and any other thread's uncaught
+    exception. Here a background thread's failure is one warning line, and the others are
+    dropped: the error that matters reaches the program itself.
+    """
+    import logging
+    import sys
+    import threading
+
+    sys.unraisablehook = lambda unraisable: None
+
+    def thread_failed(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        first = (str(args.exc_value).strip().splitlines() or [""])[0][:300]
+        print(
+            f"warning: background thread {name} failed: {args.exc_type.__name__}: {first}",
+            file=sys.stderr,
+        )
+
+    threading.excepthook = thread_failed
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+    def not_orbax_failure(record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and "/orbax/" in record.pathname)
+
+    logging.getLogger("absl").addFilter(not_orbax_failure)

@@ -162,6 +162,16 @@ def main(argv: list[str], f: cli.Flags) -> int:
     if str(name).startswith("folder:"):
         name = "folder-" + (os.path.basename(os.path.normpath(name[len("folder:") :])) or "data")
     workdir = f.workdir.value or os.path.join("runs", f"{cfg.arch}-{name}")
+    # The run directory and the weights file, checked before TensorFlow and PyTorch are imported
+    # (seconds, and their start-up logging) when the answer is already known; plan_run checks
+    # them again for the library's callers.
+    from jaxcnn import rundir
+    from jaxcnn.weights import loading as weights
+
+    rundir.RunDir(workdir).check_not_a_file()
+    rundir.check_writable_dir(workdir, "--workdir" if f.workdir.value else "the default --workdir")
+    if cfg.init_from:
+        weights.check_init_from(cfg.init_from, cfg.arch)
     if cfg.init_from and not str(cfg.init_from).endswith(".safetensors"):
         # A .pth or torchvision:/timm: source is read with PyTorch, which must be imported before
         # TensorFlow (the trainer's data pipeline): the other order has crashed the process.

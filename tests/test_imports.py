@@ -29,6 +29,7 @@ COMMANDS = {
 FLOORS = {
     "reference": 0,
     "runtime": 0,
+    "integrity": 0,  # checksums of checkpoint contents: numpy, jax, google-crc32c
     "_moved": 0,
     "layers": 1,
     "models": 2,

@@ -161,9 +161,11 @@ def steps_per_epoch(info: DatasetInfo, global_batch: int) -> int:
     """Full global batches in one pass over the training split (the last partial one is dropped)."""
     steps = info.num_train // global_batch
     if steps == 0:
+        # Evaluation pads its last batch; a training step takes one whole global batch.
         raise ValueError(
-            f"batch size {global_batch} is larger than the {info.name} train split "
-            f"({info.num_train} examples)"
+            f"--batch_size={global_batch} is larger than the {info.name} train split "
+            f"({info.num_train} examples), and a training step takes one whole batch; pass "
+            f"--batch_size={info.num_train} or less"
         )
     return steps
 

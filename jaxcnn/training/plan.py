@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jaxcnn import data, rundir
 from jaxcnn.models import ModelInfo, get_model_info
 from jaxcnn.training import optim
+from jaxcnn.weights import loading
 
 # Computation dtypes by their config spelling.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -253,12 +254,24 @@ def plan_run(cfg: Any, workdir: rundir.PathLike) -> RunPlan:
     """Validates `cfg` and the run directory and derives the run's sizes (no device is used).
 
     Raises:
-        ValueError: bad settings, a workdir holding another run or naming a file.
+        ValueError: bad settings, a workdir holding another run, naming a file or not writable,
+            an --init_from weights file that is missing or malformed.
         jaxcnn.data.DatasetUnavailableError: a dataset that cannot be read or prepared.
     """
     validate(cfg)
     run = rundir.RunDir(workdir)
     run.check_not_a_file()
+    # A parent that is a file, a read-only disk, a directory of another user: said here, before a
+    # device or the data is touched, not as an OSError when the first checkpoint is made.
+    rundir.check_writable_dir(run.path, "--workdir")
+    for where in (rundir.CHECKPOINTS, *(f"{rundir.CHECKPOINTS}/{s}" for s in rundir.SERIES)):
+        if (run.path / where).exists() and not (run.path / where).is_dir():
+            raise rundir.RunDirError(
+                f"{run.path / where} is a file where a run keeps its checkpoints; move it away "
+                "or name another --workdir"
+            )
+    if cfg.init_from:
+        loading.check_init_from(cfg.init_from, cfg.arch)  # a missing or malformed weights file
     if data.folder.is_folder(cfg.dataset):
         cfg.dataset = data.folder.canonical(cfg.dataset)  # recorded absolute: resumes from any cwd
         run.check_resumable(json.loads(cfg.to_json_best_effort()))  # before the images are read

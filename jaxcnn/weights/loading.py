@@ -15,6 +15,7 @@ for a 1-channel dataset (the response to a grey image is unchanged); anything el
 import dataclasses
 import json
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -22,7 +23,7 @@ import numpy as np
 from etils import epath
 from flax import traverse_util
 
-from jaxcnn import rundir
+from jaxcnn import integrity, rundir
 from jaxcnn.models import create_model, get_model_info
 from jaxcnn.weights import convert, zoo
 from jaxcnn.weights.convert import InitFromError
@@ -30,6 +31,7 @@ from jaxcnn.weights.convert import InitFromError
 __all__ = [
     "InitFromError",
     "RestoreReport",
+    "check_init_from",
     "load_init",
     "load_pretrained",
     "merge_variables",
@@ -112,12 +114,40 @@ def read_run(workdir: rundir.PathLike) -> tuple[str, dict[str, Any]]:
     return arch, variables
 
 
+def check_init_from(spec: str, arch: str) -> None:
+    """The checks of an --init_from source that read no weights, made by `plan_run` before any
+    device is used: a zoo entry exists and holds weights of `arch`, a weights file exists, a
+    .safetensors file's header is sound (`convert.check_safetensors`). A run directory is checked
+    when it is read.
+
+    Raises:
+        InitFromError: what is wrong, in one line.
+    """
+    path = rundir.as_path(spec)
+    if path.is_dir():
+        return
+    if ":" in spec and not path.exists():
+        key, entry = zoo.zoo_entry(spec)
+        name = get_model_info(arch).name
+        if entry.arch != name:
+            raise InitFromError(f"{key} holds weights for {entry.arch}, not {name}")
+        return
+    if not path.exists():
+        raise InitFromError(
+            f"--init_from={spec}: no such run directory or weights file (expected a jaxcnn run dir, "
+            "a .safetensors / .pth file, or torchvision:NAME / timm:NAME)"
+        )
+    if path.suffix == ".safetensors":
+        convert.check_safetensors(path)
+
+
 def load_init(spec: str, arch: str) -> dict[str, Any]:
     """Variables of `arch` (native head) from an --init_from source (see the module doc).
 
     Raises:
         InitFromError: a run of another architecture, a zoo name without weights, a missing file
-            (the message says what to fetch and where to put it).
+            (the message says what to fetch and where to put it), a weights file that is
+            malformed or that `torch.load(weights_only=True)` refuses.
         convert.WeightMismatchError: a weights file that does not fit the architecture.
     """
     info = get_model_info(arch)
@@ -129,17 +159,38 @@ def load_init(spec: str, arch: str) -> dict[str, Any]:
         return variables
     if ":" in spec and not path.exists():
         path = zoo.weights_file(spec, info.name)
-    elif not path.exists():
-        raise InitFromError(
-            f"--init_from={spec}: no such run directory or weights file (expected a jaxcnn run dir, "
-            "a .safetensors / .pth file, or torchvision:NAME / timm:NAME)"
-        )
+    else:
+        check_init_from(spec, info.name)
     model = create_model(info.name)
     size = max(info.min_image_size, 32)
     template = jax.eval_shape(
         lambda: model.init(jax.random.key(0), np.zeros((1, size, size, 3), np.float32), train=False)
     )
     return convert.from_torch(info.name, convert.load_state_dict(path), template)
+
+
+def _read_converted(target: epath.Path, meta_path: epath.Path) -> tuple[Any, dict] | None:
+    """(variables, meta) of a cached conversion, verified against the checksums its meta.json
+    holds; None (with a warning line) when it is damaged or unreadable: it is converted again
+    from the weights file, whose own sha256 is checked. Caches from before checksums load as
+    they are."""
+    import orbax.checkpoint as ocp
+
+    try:
+        meta = json.loads(meta_path.read_text())
+        variables = ocp.StandardCheckpointer().restore(target)
+        manifest = meta.pop("integrity", None)
+        if manifest is not None:
+            integrity.check_manifest(manifest)
+            integrity.check_arrays(manifest, variables)
+    except Exception as e:  # noqa: BLE001 - a damaged cache is rebuilt, whatever broke in it
+        print(
+            f"warning: the converted weights in {target.parent} are damaged ({rundir.describe_error(e)}); "
+            "converting them again",
+            file=sys.stderr,
+        )
+        return None
+    return variables, meta
 
 
 def load_pretrained(spec: str, *, dtype: Any = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
@@ -169,16 +220,19 @@ def load_pretrained(spec: str, *, dtype: Any = None) -> tuple[Any, dict[str, Any
     meta_path = converted / "meta.json"
     target = rundir.as_path(converted / "variables")
     if meta_path.exists():
-        variables = ocp.StandardCheckpointer().restore(target)
-        return model, variables, json.loads(meta_path.read_text())
+        cached = _read_converted(target, meta_path)
+        if cached is not None:
+            return model, cached[0], cached[1]
     path = zoo.weights_file(key, entry["arch"])
     variables = jax.tree.map(jnp.asarray, load_init(str(path), entry["arch"]))
     meta = dict(entry, spec=key, sha256=zoo.sha256(path))
+    meta["integrity"] = integrity.make_manifest(variables, {})
     converted.mkdir(parents=True, exist_ok=True)
-    if target.exists():  # a conversion interrupted before its meta.json
+    if target.exists():  # a conversion interrupted before its meta.json, or a damaged one
         shutil.rmtree(target)
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(target, variables)
     ckptr.wait_until_finished()
     rundir.write_json_atomic(meta_path, meta)  # last: its presence marks a complete conversion
+    meta.pop("integrity")
     return model, variables, meta

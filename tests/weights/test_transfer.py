@@ -148,9 +148,10 @@ def test_zoo_offline_message_and_checksum(tmp_path, monkeypatch):
         zoo.zoo_entry("torchvision:resnet5")
 
 
-def test_load_pretrained_converts_once_and_caches(tmp_path, monkeypatch):
+def test_load_pretrained_converts_once_and_caches(tmp_path, monkeypatch, capsys):
     """A torchvision ShuffleNet V2 state dict placed in the cache (as if downloaded) loads, equals a
-    direct conversion, and the second call reads the cached Orbax checkpoint."""
+    direct conversion, and the second call reads the cached Orbax checkpoint; a damaged cache is
+    converted again."""
     if torch is None:
         pytest.skip("needs the torch extra")
 
@@ -176,6 +177,21 @@ def test_load_pretrained_converts_once_and_caches(tmp_path, monkeypatch):
     path.unlink()  # the second load needs only the converted cache
     _, again, _ = loading.load_pretrained("shufflenet_v2_x0_5")
     for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+    # A damaged cache (64 bytes flipped in its largest array file) is never used: it is converted
+    # again from the weights file, with a warning.
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
+    files = list((tmp_path / "converted").rglob("variables/d/*"))
+    biggest = max(files, key=lambda f: f.stat().st_size)
+    raw = bytearray(biggest.read_bytes())
+    for i in np.linspace(0, len(raw) - 1, 64).astype(int):
+        raw[i] ^= 0xFF
+    biggest.write_bytes(bytes(raw))
+    capsys.readouterr()
+    _, third, _ = loading.load_pretrained("shufflenet_v2_x0_5")
+    assert "are damaged" in capsys.readouterr().err
+    for a, b in zip(jax.tree.leaves(third), jax.tree.leaves(expected), strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
 
 
