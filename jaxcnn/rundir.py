@@ -237,6 +237,30 @@ def read_metrics(workdir: PathLike) -> list[dict[str, Any]]:
     return [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
 
 
+def _move_tree(src: epath.Path, dest: epath.Path) -> None:
+    """Moves the directory `src` to `dest`: a rename on a disk; in an object store, which has no
+    rename (nor folders), a copy of every object and then the deletion of the originals, the
+    commit marker first (a move cut short leaves a copy and an uncommitted original, never a
+    second committed checkpoint)."""
+    if not is_url(src):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src.rename(dest)
+        return
+    files, todo = [], [src]
+    while todo:  # not rglob: epath refuses `**` on GCS
+        for p in todo.pop().iterdir():
+            (todo if p.is_dir() else files).append(p)
+    for f in files:
+        target = dest / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        f.copy(target)
+    files.sort(key=lambda f: f.name != COMMIT_MARKER)
+    for f in files:
+        f.unlink()
+    with contextlib.suppress(OSError):
+        src.rmtree(missing_ok=True)
+
+
 class CheckpointDamagedError(RunDirError):
     """A checkpoint that cannot be trusted: a file or item missing, unreadable, truncated, or
     arrays / metadata that do not match their checksums. Never loaded.
@@ -640,8 +664,7 @@ class Checkpointer:
                 n += 1
                 dest = dest_dir / f"{which}-{error.step}.{n}"
             if jax.process_index() == 0:
-                dest_dir.mkdir(parents=True, exist_ok=True)
-                epath.Path(error.directory).rename(dest)
+                _move_tree(epath.Path(error.directory), dest)
             out.append(dest)
         if multi:
             ocp.multihost.sync_global_processes(f"jaxcnn_set_aside_end_{which}", timeout=300)

@@ -155,3 +155,47 @@ def test_weights_file_in_a_bucket(gcs):
     np.testing.assert_array_equal(got["conv1.weight"], arrays["conv1.weight"])
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         convert.load_state_dict(f"gs://{BUCKET}/weights/missing.safetensors")
+
+
+def test_a_damaged_checkpoint_in_a_bucket_is_detected_and_moved_aside(gcs):
+    """In a bucket too: 64 flipped bytes in the newest checkpoint's largest array object are
+    detected, the older checkpoint restores, and the damaged one is moved (copied, then deleted)
+    to checkpoints/damaged/ whole."""
+    import jax
+    import jax.numpy as jnp
+    from etils import epath
+
+    root = f"gs://{BUCKET}/damaged"
+    state = {"w": jnp.arange(4096.0).reshape(64, 64), "step": jnp.int32(0)}
+    ckpt = rundir.Checkpointer(root, keep=3)
+    for step in (10, 20):
+        ckpt.save(step, jax.tree.map(lambda x, s=step: x + s, state), {"epoch": step / 10})
+    ckpt.wait()
+    ckpt.close()
+    names = [o for o in gcs.objects(BUCKET, "damaged/checkpoints/latest/20/state/d/")]
+    assert names, gcs.objects(BUCKET, "damaged/")
+    biggest = max(names, key=lambda o: len(epath.Path(f"gs://{BUCKET}/{o}").read_bytes()))
+    obj = epath.Path(f"gs://{BUCKET}/{biggest}")
+    raw = bytearray(obj.read_bytes())
+    for i in np.linspace(0, len(raw) - 1, 64).astype(int):
+        raw[i] ^= 0xFF
+    obj.write_bytes(bytes(raw))
+    before = sorted(
+        o.split("latest/20/", 1)[1] for o in gcs.objects(BUCKET, "damaged/checkpoints/latest/20/")
+    )
+
+    ckpt = rundir.Checkpointer(root, keep=3)
+    seen = []
+    tree, meta, step = ckpt.restore_newest_intact(None, on_damaged=seen.append)
+    assert step == 10 and meta == {"epoch": 1.0} and [e.step for e in seen] == [20]
+    np.testing.assert_array_equal(tree["w"], np.arange(4096.0).reshape(64, 64) + 10)
+    (where,) = ckpt.set_aside(seen)
+    assert str(where) == f"{root}/checkpoints/damaged/latest-20"
+    assert ckpt.latest_step() == 10
+    ckpt.close()
+    assert not gcs.objects(BUCKET, "damaged/checkpoints/latest/20/")
+    after = sorted(
+        o.split("latest-20/", 1)[1]
+        for o in gcs.objects(BUCKET, "damaged/checkpoints/damaged/latest-20/")
+    )
+    assert after == before
