@@ -408,6 +408,7 @@ class Checkpointer:
     ):
         self.root = as_path(workdir) / CHECKPOINTS
         self.checksums = checksums
+        self.keep = max(1, keep)
         self._managers = {
             name: ocp.CheckpointManager(
                 self.root / name,
@@ -455,7 +456,9 @@ class Checkpointer:
         if step not in self.latest.all_steps():
             args = self._args(state, meta)
             self.latest.save(step, args=args)
-        if best:
+        # A run resumed before an evaluation it had already saved as best (killed between the
+        # two saves of that step) saves the same state again: Orbax refuses to overwrite a step.
+        if best and step not in self.best.all_steps():
             self.best.save(step, args=args or self._args(state, meta), force=True)
 
     def step_dir(self, step: int, which: str = "latest") -> epath.Path:
@@ -670,6 +673,14 @@ class Checkpointer:
             ocp.multihost.sync_global_processes(f"jaxcnn_set_aside_end_{which}", timeout=300)
         self._managers[which].reload()
         return out
+
+    def enforce_retention(self) -> None:
+        """Deletes the oldest latest-series checkpoints beyond `keep` (Orbax does so only after a
+        save: a run killed between a commit and that deletion, then resumed at its end, would
+        keep one more for good). Never the newest; a no-op when within the limit."""
+        steps = sorted(self.latest.all_steps())
+        for step in steps[: max(0, len(steps) - self.keep)]:
+            self.latest.delete(step)
 
     def wait(self) -> None:
         """Blocks until asynchronous saves have been committed."""

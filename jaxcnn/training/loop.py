@@ -108,6 +108,9 @@ class Progress:
     # Steps skipped for a non-finite loss or gradient: in all, and in a row up to the last step.
     skipped_steps: int = 0
     skip_streak: int = 0
+    # The step of the best evaluation: a resume from that very step saves it as best again if
+    # the run was killed between its latest and best saves.
+    best_step: int | None = None
 
     @classmethod
     def fresh(cls, cfg: Any) -> "Progress":
@@ -122,6 +125,7 @@ class Progress:
             meta["best_accuracy"],
             meta.get("skipped_steps", 0),  # absent in checkpoints of jaxcnn before 0.3
             meta.get("skip_streak", 0),
+            meta.get("best_step"),
         )
 
     def meta(self, step: int, epoch: float) -> dict[str, Any]:
@@ -132,12 +136,15 @@ class Progress:
             "plateau": dataclasses.asdict(self.plateau),
             "skipped_steps": self.skipped_steps,
             "skip_streak": self.skip_streak,
+            "best_step": self.best_step,
         }
 
-    def record(self, accuracy: float) -> bool:
-        """Notes an evaluation; True when it is the best so far."""
+    def record(self, accuracy: float, step: int | None = None) -> bool:
+        """Notes an evaluation (at `step`); True when it is the best so far."""
         improved = accuracy > self.best_accuracy
         self.best_accuracy = max(self.best_accuracy, accuracy)
+        if improved:
+            self.best_step = step
         return improved
 
 
@@ -452,9 +459,21 @@ class _Loop:
             state = state.replace(opt_state=optim.with_lr_scale(state.opt_state, scale))
             self.report.say(f"validation accuracy plateaued: lr scale now {scale:g}")
         # The best checkpoint is the best of the trained weights (its EMA rides along).
-        best = progress.record(result["accuracy"])
+        best = progress.record(result["accuracy"], step)
         self.save(state, progress, step, best=best)
         return state, result
+
+    def complete_interrupted_save(self, state: TrainState, progress: Progress, start: int) -> None:
+        """Finishes what a run killed during the saves of `start` left undone: the best save of
+        an evaluation whose latest save committed (the resumed run would never make it: the meta
+        it resumes from already counts that accuracy as the best), and the deletion of the
+        checkpoints beyond `keep_checkpoints` (Orbax deletes only after a save, and a finished
+        run resumed at its end saves nothing)."""
+        best_now = self.ckpt.latest_step("best")
+        if start and progress.best_step == start and (best_now is None or best_now < start):
+            self.report.say(f"Saving step {start} as the best checkpoint (its save was cut short).")
+            self.save(state, progress, start, best=True)
+        self.ckpt.enforce_retention()
 
     def save(self, state: TrainState, progress: Progress, step: int, best: bool = False) -> None:
         # Every checkpoint names its classes and input statistics, so that it can be used alone.
@@ -640,6 +659,7 @@ def train_and_evaluate(
                 if plan.dataset.record is not None:
                     plan.run.write_dataset(plan.dataset.record.to_json())
             loop = _Loop(plan, program, schedule, ckpt, log, report)
+            loop.complete_interrupted_save(state, progress, start)
             state, step, last_eval, interrupted = loop.run(state, progress, start, should_stop)
             if not interrupted and last_eval is None:  # a finished run resumed, or no final eval
                 last_eval = loop.evaluate_all(state)
