@@ -855,4 +855,4 @@ class RunDir:
 
 def warn_damaged(error: CheckpointDamagedError) -> None:
     """The line a reader of a run prints for a damaged checkpoint it skips."""
-    print(f"warning: {error}; skipped for the one before it", file=sys.stderr)
+    print(f"warning: {error}; skipped, trying an older one", file=sys.stderr)

@@ -289,3 +289,25 @@ def test_a_resume_falls_back_past_a_damaged_checkpoint_and_ends_bit_identical(tm
     rows = rundir.read_metrics(tmp_path / "run")
     keys = [(r["step"], r["split"]) for r in rows]
     assert len(keys) == len(set(keys))  # the rows after step 8 were logged once, anew
+
+
+def test_a_resume_with_no_intact_checkpoint_stops_and_moves_nothing(tmp_path):
+    """Every checkpoint of the run lost its commit marker: the trainer stops with one
+    CheckpointDamagedError naming the newest, the steps it tried and what to do, and moves none."""
+    from jaxcnn.training import loop
+
+    cfg = digits_config(steps=4, checkpoint_every_steps=2)
+    loop.train_and_evaluate(cfg, tmp_path)
+    latest = tmp_path / "checkpoints/latest"
+    steps = sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit())
+    assert steps == [2, 4]
+    for step in steps:
+        os.remove(latest / str(step) / "commit_success.txt")
+    with pytest.raises(rundir.CheckpointDamagedError) as e:
+        loop.train_and_evaluate(digits_config(steps=6, checkpoint_every_steps=2), tmp_path)
+    message = str(e.value)
+    assert message.startswith(f"checkpoint step 4 in {latest / '4'} is damaged: it has no commit")
+    assert "no checkpoint of this run is intact (steps 4, 2 tried, none moved)" in message
+    assert "\n" not in message
+    assert not (tmp_path / "checkpoints/damaged").exists()
+    assert sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit()) == steps
